@@ -1,0 +1,1 @@
+"""The Dash explorer (``patientgraph serve``); not yet implemented."""
