@@ -1,0 +1,199 @@
+"""The ``patientgraph`` command line (a contract: see DESIGN.md, "Command line").
+
+Every command exits 0 on success and 2 on a user mistake, printing one paragraph that
+names the file, row and column and the fix. Progress goes to stderr; nothing identifying
+(patient ids, image paths) is printed beyond what the user typed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from patientgraph.errors import EXIT_INPUT_ERROR, InputError
+
+app = typer.Typer(
+    help="PatientGraph: a patient similarity graph and imaging-biomarker discovery engine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+ingest_app = typer.Typer(help="Bring an archive into a workspace.", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+F = TypeVar("F", bound=Callable)
+
+
+def user_errors(fn: F) -> F:
+    """Turn an InputError into one paragraph on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            err.print(f"[bold red]error:[/] {exc.message}", markup=True)
+            raise typer.Exit(EXIT_INPUT_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr; yields ``update(done, total)``."""
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err, transient=False, disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+Workspace_ = Annotated[Path, typer.Option("--workspace", "-w", help="The workspace folder.")]
+
+
+@app.command()
+@user_errors
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the synthetic cohort into.")],
+    patients: Annotated[int, typer.Option(min=1, help="Number of patients.")] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 0,
+    image_size: Annotated[int, typer.Option(min=64, help="Slice width and height (px).")] = 256,
+) -> None:
+    """Write a synthetic cohort in the exact DeepLesion format.
+
+    DL_info.csv + Images_png, plus records.csv, outcomes.csv, studies.csv and truth.json
+    (the planted answers, which the pipeline never reads).
+    """
+    from patientgraph.synth import generate
+
+    with progress_bar("synth") as update:
+        summary = generate(out, n_patients=patients, seed=seed, image_size=image_size,
+                           progress=update)
+    err.print(_summary_line("wrote", summary))
+
+
+@ingest_app.command("deeplesion")
+@user_errors
+def ingest_deeplesion(
+    info: Annotated[Path, typer.Option(help="DL_info.csv of the release.")],
+    images: Annotated[Path, typer.Option(help="The Images_png folder.")],
+    workspace: Workspace_,
+    records: Annotated[
+        Path | None, typer.Option(help="Covariates, CSV or Parquet, keyed by Patient_index "
+                                  "or patient_id.")] = None,
+    outcomes: Annotated[
+        Path | None, typer.Option(help="Survival outcomes keyed by Patient_index or "
+                                  "patient_id.")] = None,
+    studies: Annotated[
+        Path | None, typer.Option(help="Study days: Patient_index, Study_index, day "
+                                  "(days since the first study).")] = None,
+    time_col: Annotated[str, typer.Option(help="Follow-up time column (days).")] = "time_days",
+    event_col: Annotated[str, typer.Option(help="Event column (1 event, 0 censored).")] = "event",
+    force: Annotated[bool, typer.Option(help="Re-ingest even if nothing changed.")] = False,
+) -> None:
+    """Ingest an archive in the DeepLesion format (DL_info.csv + Images_png)."""
+    from patientgraph.deeplesion import ingest_deeplesion as run
+
+    with progress_bar("checking key slices") as update:
+        summary = run(info, images, workspace, records=records, outcomes=outcomes,
+                      studies=studies, time_col=time_col, event_col=event_col, force=force,
+                      progress=update)
+    err.print(_summary_line("ingested", summary))
+
+
+@ingest_app.command("table")
+@user_errors
+def ingest_table(
+    lesions: Annotated[Path, typer.Option(help="Lesions CSV pointing at NIfTI files or "
+                                          "DICOM series folders.")],
+    workspace: Workspace_,
+    records: Annotated[Path | None, typer.Option(help="Covariates keyed by patient_id.")] = None,
+    outcomes: Annotated[Path | None, typer.Option(help="Outcomes keyed by patient_id.")] = None,
+    time_col: Annotated[str, typer.Option(help="Follow-up time column (days).")] = "time_days",
+    event_col: Annotated[str, typer.Option(help="Event column (1 event, 0 censored).")] = "event",
+    force: Annotated[bool, typer.Option(help="Re-ingest even if nothing changed.")] = False,
+) -> None:
+    """Ingest a lesions table whose rows point at NIfTI volumes or DICOM series."""
+    from patientgraph.table_ingest import ingest_table as run
+
+    with progress_bar("reading volume headers") as update:
+        summary = run(lesions, workspace, records=records, outcomes=outcomes,
+                      time_col=time_col, event_col=event_col, force=force, progress=update)
+    err.print(_summary_line("ingested", summary))
+
+
+@app.command()
+@user_errors
+def run(
+    workspace: Workspace_,
+    stages: Annotated[
+        str | None, typer.Option(help="Comma-separated stages (default: all available).")
+    ] = None,
+    graph: Annotated[
+        str | None, typer.Option(help="Graph URI: a folder (embedded) or neo4j://host:port.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rerun stages even if nothing changed.")] = False,
+) -> None:
+    """Run the pipeline stages on an ingested workspace."""
+    from patientgraph.pipeline import run_pipeline
+
+    results = run_pipeline(workspace, stages=stages, graph=graph, force=force,
+                           echo=lambda m: err.print(m))
+    if not results:
+        err.print("nothing to run: no pipeline stage is available in this version "
+                  "(embed, index, graph and discover arrive with later releases)")
+
+
+@app.command("info")
+@user_errors
+def info_cmd(workspace: Workspace_, as_json: Annotated[bool, typer.Option("--json")] = False):
+    """Show what a workspace holds: cohort counts and the stages run."""
+    from patientgraph.workspace import Workspace
+
+    ws = Workspace(workspace)
+    manifest = ws.manifest()
+    if not manifest.get("stages"):
+        raise InputError(workspace, "this is not a PatientGraph workspace (no manifest.json)",
+                         "ingest an archive into it first")
+    if as_json:
+        typer.echo(json.dumps(manifest, indent=2))
+        return
+    for name, rec in manifest["stages"].items():
+        typer.echo(f"{name:10s} {rec['finished']}  {rec['seconds']:8.2f} s  "
+                   + ", ".join(f"{k}={v}" for k, v in rec.get("summary", {}).items()))
+
+
+def _summary_line(verb: str, summary: dict) -> str:
+    if summary.get("skipped"):
+        return "up to date: inputs unchanged since the last ingest (use --force to redo it)"
+    parts = [f"{k.replace('_', ' ')}: {v}" for k, v in summary.items()
+             if k not in ("skipped",) and not isinstance(v, (dict, list))]
+    return f"{verb} " + ", ".join(parts)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; the workspace is unchanged by the unfinished stage")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

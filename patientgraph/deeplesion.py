@@ -1,0 +1,397 @@
+"""Ingest an archive in the DeepLesion release format: ``DL_info.csv`` + ``Images_png``.
+
+Read exactly as the release defines it (DESIGN.md): list-valued cells are comma-separated
+numbers, pixel coordinates are 1-based (converted to 0-based here), ``Coarse_lesion_type``
+-1 means unknown, ``File_name`` ``000001_01_01_109.png`` lives at
+``Images_png/000001_01_01/109.png``, and slices are 16-bit PNG with HU = value - 32768.
+
+Only the PNG headers are read at ingest (size and bit depth of each key slice); pixels are
+read lazily by later stages through :mod:`patientgraph.imaging`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from patientgraph import ingest
+from patientgraph.errors import InputError
+from patientgraph.schema import Source
+from patientgraph.workspace import Workspace, fingerprint, listing_sha256
+
+COLUMNS = (
+    "File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_index",
+    "Measurement_coordinates", "Bounding_boxes", "Lesion_diameters_Pixel_",
+    "Normalized_lesion_location", "Coarse_lesion_type", "Possibly_noisy", "Slice_range",
+    "Spacing_mm_px_", "Image_size", "DICOM_windows", "Patient_gender", "Patient_age",
+    "Train_Val_Test",
+)
+_FILE_NAME = re.compile(r"^(\d+)_(\d+)_(\d+)_(\d+)\.png$")
+
+# (column, how many numbers, what they are, whether the cell may be empty)
+_LISTS = {
+    "Measurement_coordinates": (8, "long-axis end points then short-axis end points, x y", False),
+    "Bounding_boxes": (4, "x1, y1, x2, y2", False),
+    "Lesion_diameters_Pixel_": (2, "long, short", False),
+    "Normalized_lesion_location": (3, "x, y, z in [0, 1]", False),
+    "Slice_range": (2, "first, last", False),
+    "Spacing_mm_px_": (3, "x, y, slice interval in mm", False),
+    "Image_size": (2, "width, height in pixels", False),
+    "DICOM_windows": (2, "low, high in HU", True),
+}
+
+
+def patient_id(index: int) -> str:
+    """The workspace's patient id for a DeepLesion ``Patient_index`` (as in File_name)."""
+    return f"{int(index):06d}"
+
+
+def normalize_patient_key(values: pd.Series, column: str) -> pd.Series:
+    """Map a records/outcomes key column onto the cohort's patient ids."""
+    if column == "Patient_index":
+        return pd.to_numeric(values).astype("int64").map(patient_id)
+    return values.astype(str).str.strip()
+
+
+class _Reader:
+    """Parses DL_info.csv column by column, raising errors that point at the cell."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.raw = ingest.read_table(path)
+        self.source = Source(str(path), rows=pd.Series(np.arange(len(self.raw))))
+        missing = [c for c in COLUMNS if c not in self.raw.columns]
+        if missing:
+            raise InputError(
+                path,
+                f"the column {missing[0]!r} is missing"
+                + (f" (and {len(missing) - 1} more: {', '.join(missing[1:])})"
+                   if len(missing) > 1 else ""),
+                "use the DL_info.csv of the DeepLesion release, whose header names "
+                f"these columns: {', '.join(COLUMNS)}",
+                column=missing[0],
+            )
+        if self.raw.empty:
+            raise InputError(path, "the table has no rows", "point --info at a DL_info.csv "
+                             "with at least one lesion")
+
+    def fail(self, mask: np.ndarray | pd.Series, column: str, problem: Callable[[Any], str],
+             fix: str) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            rows = np.flatnonzero(mask)
+            value = self.raw[column].iloc[rows[0]] if column in self.raw else None
+            raise InputError(self.path, problem(value), fix, row=int(rows[0]), column=column,
+                             more=len(rows) - 1)
+
+    def numbers(self, column: str, *, integer: bool = False, allow_missing: bool = False,
+                fix: str) -> np.ndarray:
+        s = self.raw[column]
+        missing = ingest.is_missing(s)
+        if not allow_missing:
+            self.fail(missing, column, lambda v: "the value is empty", fix)
+        values = ingest.to_number(s, self.source, column, integer=integer, fix=fix)
+        return values.to_numpy(dtype=float)
+
+    def lists(self, column: str) -> np.ndarray:
+        n, meaning, optional = _LISTS[column]
+        s = self.raw[column].astype(str)
+        empty = ingest.is_missing(self.raw[column]).to_numpy()
+        parts = s.str.split(",", regex=False)
+        counts = parts.map(len).to_numpy()
+        fix = (f"write {n} comma-separated numbers ({meaning}), e.g. "
+               f"\"{', '.join(['1.5'] * n)}\"")
+        bad_count = (counts != n) & ~(empty & optional)
+        self.fail(bad_count, column,
+                  lambda v: f"value {v!r} does not hold {n} comma-separated numbers", fix)
+        out = np.full((len(s), n), np.nan)
+        ok = ~(empty & optional)
+        if ok.any():
+            flat = pd.to_numeric(
+                pd.Series([x.strip() for p in parts[ok] for x in p]), errors="coerce"
+            ).to_numpy().reshape(-1, n)
+            bad = ~np.isfinite(flat).all(axis=1)
+            full_bad = np.zeros(len(s), dtype=bool)
+            full_bad[np.flatnonzero(ok)[bad]] = True
+            self.fail(full_bad, column, lambda v: f"value {v!r} has an entry that is not a "
+                      "number", fix)
+            out[ok] = flat
+        return out
+
+
+def read_dl_info(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Source]:
+    """Parse DL_info.csv into (patients, studies, lesions) tables, checking every cell."""
+    r = _Reader(Path(path))
+    raw = r.raw
+    n = len(raw)
+
+    names = raw["File_name"].astype(str).str.strip()
+    parsed = names.str.extract(_FILE_NAME)
+    r.fail(parsed[0].isna(), "File_name",
+           lambda v: f"{v!r} is not a DeepLesion file name",
+           "file names look like 000001_01_01_109.png (patient_study_series_slice.png)")
+    pidx = r.numbers("Patient_index", integer=True, fix="Patient_index is a positive integer")
+    sidx = r.numbers("Study_index", integer=True, fix="Study_index is a positive integer")
+    series = r.numbers("Series_ID", integer=True, fix="Series_ID is a positive integer")
+    key = r.numbers("Key_slice_index", integer=True, fix="Key_slice_index is a slice number")
+    for col, part, values in (("Patient_index", 0, pidx), ("Study_index", 1, sidx),
+                              ("Series_ID", 2, series), ("Key_slice_index", 3, key)):
+        r.fail(parsed[part].astype(float).to_numpy() != values, col,
+               lambda v, c=col: f"{c} {v!r} does not match File_name",
+               "File_name is built from Patient_index, Study_index, Series_ID and "
+               "Key_slice_index; correct whichever is wrong")
+
+    recist = r.lists("Measurement_coordinates") - 1.0
+    bbox = r.lists("Bounding_boxes") - 1.0
+    diam = r.lists("Lesion_diameters_Pixel_")
+    loc = r.lists("Normalized_lesion_location")
+    srange = r.lists("Slice_range")
+    spacing = r.lists("Spacing_mm_px_")
+    size = r.lists("Image_size")
+    windows = r.lists("DICOM_windows")
+
+    r.fail((spacing <= 0).any(axis=1), "Spacing_mm_px_",
+           lambda v: f"spacing {v!r} is not positive", "spacing is in mm and above zero")
+    r.fail((size <= 0).any(axis=1) | (size != np.round(size)).any(axis=1), "Image_size",
+           lambda v: f"image size {v!r} is not two positive whole numbers",
+           "write the slice size as \"width, height\" in pixels")
+    width, height = size[:, 0], size[:, 1]
+    r.fail((diam[:, 0] <= 0) | (diam[:, 1] < 0) | (diam[:, 1] > diam[:, 0] + 1e-6),
+           "Lesion_diameters_Pixel_", lambda v: f"diameters {v!r} are not long >= short > 0",
+           "give the long then the short RECIST diameter in pixels")
+    r.fail(((loc < 0) | (loc > 1)).any(axis=1), "Normalized_lesion_location",
+           lambda v: f"location {v!r} is outside [0, 1]",
+           "normalised locations are fractions of the body extent, between 0 and 1")
+    eps = 0.5
+    outside = (
+        (bbox[:, 0] < -eps) | (bbox[:, 1] < -eps)
+        | (bbox[:, 2] > width - 1 + eps) | (bbox[:, 3] > height - 1 + eps)
+        | (bbox[:, 2] <= bbox[:, 0]) | (bbox[:, 3] <= bbox[:, 1])
+    )
+    r.fail(outside, "Bounding_boxes",
+           lambda v: f"box {v!r} is not inside the image or has x2 <= x1 or y2 <= y1",
+           "boxes are 1-based x1, y1, x2, y2 with x1 < x2 <= width and y1 < y2 <= height "
+           "(Image_size); check the coordinates and the Image_size of the row")
+    xs, ys = recist[:, 0::2], recist[:, 1::2]
+    r.fail((xs < -eps).any(axis=1) | (ys < -eps).any(axis=1)
+           | (xs > width[:, None] - 1 + eps).any(axis=1)
+           | (ys > height[:, None] - 1 + eps).any(axis=1),
+           "Measurement_coordinates", lambda v: f"points {v!r} lie outside the image",
+           "RECIST points are 1-based pixel coordinates inside Image_size")
+    r.fail((srange[:, 0] > key) | (key > srange[:, 1]), "Slice_range",
+           lambda v: f"range {v!r} does not contain Key_slice_index",
+           "Slice_range is \"first, last\" of the slices around the key slice")
+
+    ctype = r.numbers("Coarse_lesion_type", integer=True, fix="use 1-8, or -1 for unknown")
+    r.fail(~np.isin(ctype, [-1, 1, 2, 3, 4, 5, 6, 7, 8]), "Coarse_lesion_type",
+           lambda v: f"type {v!r} is not one of -1, 1..8", "use 1-8, or -1 for unknown")
+    noisy = r.numbers("Possibly_noisy", integer=True, fix="Possibly_noisy is 0 or 1")
+    r.fail(~np.isin(noisy, [0, 1]), "Possibly_noisy", lambda v: f"{v!r} is not 0 or 1",
+           "Possibly_noisy is 0 or 1")
+    split = r.numbers("Train_Val_Test", integer=True, fix="Train_Val_Test is 1, 2 or 3")
+    r.fail(~np.isin(split, [1, 2, 3]), "Train_Val_Test", lambda v: f"{v!r} is not 1, 2 or 3",
+           "Train_Val_Test is 1 (train), 2 (validation) or 3 (test)")
+    age = r.numbers("Patient_age", allow_missing=True,
+                    fix="Patient_age is a number of years, or empty when unknown")
+    r.fail((age < 0) | (age > 130), "Patient_age", lambda v: f"age {v!r} is out of range",
+           "Patient_age is in years, between 0 and 130")
+    sex = raw["Patient_gender"].astype(str).str.strip().str.upper()
+    sex_missing = ingest.is_missing(raw["Patient_gender"]).to_numpy()
+    r.fail(~sex.isin(["M", "F"]).to_numpy() & ~sex_missing, "Patient_gender",
+           lambda v: f"{v!r} is not M or F", "write M or F, or leave it empty when unknown")
+
+    dup = raw.duplicated(keep="first").to_numpy()
+    r.fail(dup, "File_name", lambda v: f"this row repeats an earlier row for {v!r} exactly",
+           "remove the duplicate row")
+    same = pd.DataFrame({"f": names, "m": raw["Measurement_coordinates"]}).duplicated()
+    r.fail(same.to_numpy(), "Measurement_coordinates",
+           lambda v: "this lesion (same File_name and measurement) is already on an earlier "
+           "row", "remove the duplicate row, or correct its Measurement_coordinates")
+
+    pid = pd.Series(pidx.astype(int)).map(patient_id)
+    study_id = pid + "_" + pd.Series(sidx.astype(int)).map("{:02d}".format)
+    series_ref = names.str.rsplit("_", n=1).str[0]
+    image_ref = series_ref + "/" + names.str.rsplit("_", n=1).str[1]
+    ordinal = names.groupby(names).cumcount()
+    lesion_id = names.str.removesuffix(".png") + "_" + ordinal.astype(str)
+
+    lesions = pd.DataFrame({
+        "lesion_id": lesion_id,
+        "patient_id": pid,
+        "study_id": study_id,
+        "source_row": np.arange(n, dtype="int64"),
+        "image_ref": image_ref,
+        "image_format": "deeplesion_png",
+        "series_ref": series_ref,
+        "key_slice": key.astype("int64"),
+        "slice_first": srange[:, 0].astype("int64"),
+        "slice_last": srange[:, 1].astype("int64"),
+        "bbox": list(bbox.astype(float)),
+        "recist": list(recist.astype(float)),
+        "center_x": (recist[:, 0] + recist[:, 2]) / 2.0,
+        "center_y": (recist[:, 1] + recist[:, 3]) / 2.0,
+        "long_mm": diam[:, 0] * spacing[:, 0],
+        "short_mm": diam[:, 1] * spacing[:, 0],
+        "loc_x": loc[:, 0],
+        "loc_y": loc[:, 1],
+        "loc_z": loc[:, 2],
+        "coarse_type": pd.array(np.where(ctype < 0, pd.NA, ctype), dtype="Int64"),
+        "noisy": noisy.astype(bool),
+        "split": pd.array(split.astype(int), dtype="Int64"),
+        "spacing_x": spacing[:, 0],
+        "spacing_y": spacing[:, 1],
+        "spacing_z": spacing[:, 2],
+        "image_w": width.astype("int64"),
+        "image_h": height.astype("int64"),
+        "window_lo": windows[:, 0],
+        "window_hi": windows[:, 1],
+    })
+
+    per_row = pd.DataFrame({"patient_id": pid, "study_id": study_id, "study_index": sidx,
+                            "sex": sex.where(~sex_missing), "age": age})
+    _check_consistent(r, per_row, "patient_id", "sex", "Patient_gender")
+    studies = (per_row.sort_values(["patient_id", "study_index"])
+               .groupby("study_id", sort=False)
+               .agg(patient_id=("patient_id", "first"), study_index=("study_index", "first"),
+                    age_at_study=("age", "max"))
+               .reset_index())
+    studies["study_index"] = studies["study_index"].astype("int64")
+    studies["day"] = np.nan
+    first = studies.sort_values("study_index").groupby("patient_id").first()
+    sexes = per_row.dropna(subset=["sex"]).groupby("patient_id")["sex"].first()
+    patients = pd.DataFrame({"patient_id": sorted(pid.unique())})
+    patients["sex"] = patients["patient_id"].map(sexes).astype(object)
+    patients["age"] = patients["patient_id"].map(first["age_at_study"]).astype(float)
+    return patients, studies, lesions, r.source
+
+
+def _check_consistent(r: _Reader, rows: pd.DataFrame, key: str, col: str, raw_col: str) -> None:
+    present = rows.dropna(subset=[col])
+    first = present.groupby(key)[col].transform("first")
+    bad = np.zeros(len(rows), dtype=bool)
+    bad[present.index[(present[col] != first).to_numpy()]] = True
+    r.fail(bad, raw_col, lambda v: f"{raw_col} {v!r} differs from an earlier row of the "
+           "same patient", f"give each patient one {raw_col}")
+
+
+def check_images(lesions: pd.DataFrame, images: Path, info: Path, progress=None) -> None:
+    """Check that each key slice exists, is a 16-bit PNG and has the row's Image_size."""
+    from patientgraph.imaging import PNG_16BIT_MODES, png_header
+
+    if not images.is_dir():
+        raise InputError(images, "the image folder does not exist",
+                         "point --images at the Images_png folder of the release")
+    refs = lesions.drop_duplicates("image_ref")
+
+    def header(ref: str):
+        try:
+            return png_header(images / ref)
+        except InputError as exc:
+            return exc
+
+    done = 0
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = []
+        for res in pool.map(header, refs["image_ref"], chunksize=256):
+            results.append(res)
+            done += 1
+            if progress is not None and done % 512 == 0:
+                progress(done, len(refs))
+    if progress is not None:
+        progress(len(refs), len(refs))
+    for (_, row), res in zip(refs.iterrows(), results, strict=True):
+        if isinstance(res, InputError):
+            raise InputError(
+                info, f"key slice {row['image_ref']}: {res.problem}", res.fix,
+                row=int(row["source_row"]), column="File_name",
+            )
+        mode, w, h = res
+        if mode not in PNG_16BIT_MODES:
+            raise InputError(
+                info, f"key slice {row['image_ref']} is an image of mode {mode}, not a "
+                "16-bit grayscale PNG (8-bit or colour slices have lost the Hounsfield units)",
+                "use the original 16-bit slices of Images_png, or export slices as 16-bit "
+                "PNG holding HU + 32768", row=int(row["source_row"]), column="File_name",
+            )
+        if (w, h) != (row["image_w"], row["image_h"]):
+            raise InputError(
+                info, f"Image_size says {row['image_w']} x {row['image_h']} but the key "
+                f"slice {row['image_ref']} is {w} x {h} pixels",
+                "correct Image_size (width, height) to the size of the PNG",
+                row=int(row["source_row"]), column="Image_size",
+            )
+
+
+def ingest_deeplesion(
+    info: str | Path,
+    images: str | Path,
+    workspace: str | Path | Workspace,
+    *,
+    records: str | Path | None = None,
+    outcomes: str | Path | None = None,
+    studies: str | Path | None = None,
+    time_col: str = "time_days",
+    event_col: str = "event",
+    force: bool = False,
+    progress=None,
+) -> dict[str, Any]:
+    """Ingest a DeepLesion-format archive into ``workspace``.
+
+    Returns the cohort summary, with ``skipped=True`` when the inputs and options are
+    unchanged since the last ingest (pass ``force=True`` to redo it). On any problem with
+    the input an :class:`InputError` is raised and the workspace is left as it was.
+    """
+    started = time.perf_counter()
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    info, images = Path(info), Path(images)
+    if not info.exists():
+        raise InputError(info, "the file does not exist", "point --info at DL_info.csv")
+    config = {
+        "adapter": "deeplesion",
+        "image_root": str(images.resolve()),
+        "time_col": time_col,
+        "event_col": event_col,
+    }
+    paths = {"info": info, "records": records, "outcomes": outcomes, "studies": studies}
+    inputs = ingest.input_hashes(paths)
+    patients, studies_t, lesions, lesion_source = read_dl_info(info)
+    inputs["images"] = listing_sha256(images, lesions["image_ref"])
+    if not force and ws.is_current("ingest", fingerprint(config, inputs)):
+        return {**ws.stage_record("ingest")["summary"], "skipped": True}
+
+    check_images(lesions, images, info, progress=progress)
+    tables = {"patients": patients, "studies": studies_t, "lesions": lesions}
+    info_source = Source(str(info))
+    sources = {"patients": info_source, "studies": info_source, "lesions": lesion_source}
+    if studies is not None:
+        days, days_source = ingest.read_study_days(studies, normalize_patient_key)
+        tables["studies"] = _attach_days(studies_t, days, days_source)
+    extra, extra_sources = ingest.read_extras(records, outcomes, normalize_patient_key,
+                                              time_col=time_col, event_col=event_col)
+    tables.update(extra)
+    sources.update(extra_sources)
+    summary = ingest.commit_cohort(ws, tables, sources, config=config, inputs=inputs,
+                                   started=started)
+    return {**summary, "skipped": False}
+
+
+def _attach_days(studies: pd.DataFrame, days: pd.DataFrame, source: Source) -> pd.DataFrame:
+    merged = studies.drop(columns=["day"]).merge(
+        days, on=["patient_id", "study_index"], how="left", validate="one_to_one"
+    )
+    known = set(zip(studies["patient_id"], studies["study_index"], strict=True))
+    extra = [i for i, k in enumerate(zip(days["patient_id"], days["study_index"], strict=True))
+             if k not in known]
+    if extra:
+        raise InputError(source.file, "this patient and study are not in DL_info.csv",
+                         "remove the row, or check Patient_index and Study_index",
+                         row=source.row_of(days.index[extra[0]]), column="Study_index",
+                         more=len(extra) - 1)
+    return merged

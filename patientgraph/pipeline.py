@@ -1,0 +1,74 @@
+"""The pipeline: ingest -> embed -> index -> graph -> discover.
+
+Each stage is registered here by name with the module that implements it. A stage module
+exposes ``run(workspace, config, force) -> dict`` and reads only the workspace files of the
+stages before it. Stages whose module is not installed yet are reported as unavailable.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from patientgraph.errors import InputError, did_you_mean
+from patientgraph.workspace import Workspace
+
+# name -> module implementing ``run``; in pipeline order.
+STAGES: dict[str, str] = {
+    "embed": "embed.stage",
+    "index": "embed.index_stage",
+    "graph": "graphdb.stage",
+    "discover": "discovery.stage",
+}
+
+
+def stage_module(name: str):
+    """The module of an available stage, or None if it is not part of this version."""
+    try:
+        return importlib.import_module(STAGES[name])
+    except ModuleNotFoundError as exc:
+        if exc.name and STAGES[name].startswith(exc.name):
+            return None
+        raise
+
+
+def available_stages() -> list[str]:
+    return [name for name in STAGES if stage_module(name) is not None]
+
+
+def parse_stages(stages: str | None) -> list[str]:
+    if stages is None:
+        return available_stages()
+    names = [s.strip() for s in stages.split(",") if s.strip()]
+    for name in names:
+        if name not in STAGES:
+            raise InputError(None, f"unknown stage {name!r}.{did_you_mean(name, STAGES)}",
+                             f"choose from {', '.join(STAGES)}")
+        if stage_module(name) is None:
+            raise InputError(None, f"the stage {name!r} is not available in this version",
+                             f"run the available stages ({', '.join(available_stages())})")
+    return sorted(names, key=list(STAGES).index)
+
+
+def run_pipeline(
+    workspace: str | Path | Workspace,
+    *,
+    stages: str | None = None,
+    graph: str | None = None,
+    force: bool = False,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the chosen stages in order; returns each stage's summary."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    if ws.stage_record("ingest") is None:
+        raise InputError(ws.root, "the workspace holds no ingested cohort",
+                         "run `patientgraph ingest deeplesion ...` into it first")
+    results: dict[str, Any] = {}
+    for name in parse_stages(stages):
+        config = {"graph": graph} if name == "graph" and graph else {}
+        summary = stage_module(name).run(ws, config=config, force=force)
+        echo(f"{name}: " + ("up to date" if summary.get("skipped") else "done"))
+        results[name] = summary
+    return results
