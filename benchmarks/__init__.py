@@ -1,0 +1,1 @@
+"""Side-by-side performance runs (``make bench``); see benchmarks/README.md."""
