@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from patientgraph.errors import EXIT_INPUT_ERROR, InputError
+from patientgraph.errors import EXIT_INPUT_ERROR, InputError, did_you_mean
 
 app = typer.Typer(
     help="PatientGraph: a patient similarity graph and imaging-biomarker discovery engine.",
@@ -157,6 +157,26 @@ def run(
     if not results:
         err.print("nothing to run: no pipeline stage is available in this version "
                   "(embed, index, graph and discover arrive with later releases)")
+
+
+@app.command()
+@user_errors
+def render(
+    workspace: Workspace_,
+    lesion: Annotated[str, typer.Option(help="The lesion_id to show.")],
+    out: Annotated[Path, typer.Option(help="PNG file to write.")],
+    window: Annotated[str, typer.Option(help="CT window: lung, soft_tissue or bone.")] = (
+        "soft_tissue"),
+) -> None:
+    """Draw a lesion's key slice with its box and RECIST axes into a PNG."""
+    from patientgraph.imaging import WINDOWS
+    from patientgraph.render import render_lesion
+
+    if window not in WINDOWS:
+        raise InputError(None, f"unknown window {window!r}.{did_you_mean(window, WINDOWS)}",
+                         f"choose one of {', '.join(WINDOWS)}")
+    render_lesion(workspace, lesion, out, window=window)
+    err.print(f"wrote {out}")
 
 
 @app.command("info")
