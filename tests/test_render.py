@@ -20,7 +20,7 @@ def test_box_is_drawn_where_the_lesion_is(tmp_path, mini):
     assert tuple(img[int(y1), int((x1 + x2) / 2)]) == BOX_COLOUR
     # inside the box the lesion (120 HU) is brighter than the tissue around it (40 HU)
     cx, cy = ws.table("lesions").loc[0, ["center_x", "center_y"]]
-    assert img[int(cy), int(cx) + 2, 1] > img[int(cy) + 20, int(cx), 1]
+    assert img[int(cy) + 2, int(cx) + 2, 1] > img[int(cy) + 15, int(cx) + 2, 1]
     with pytest.raises(InputError, match="no lesion"):
         render_lesion(ws, "nope", tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
