@@ -29,6 +29,12 @@ app = typer.Typer(
 )
 ingest_app = typer.Typer(help="Bring an archive into a workspace.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
+neo4j_app = typer.Typer(
+    help="The local Neo4j 5.26 server for development and tests (Bolt on 127.0.0.1, user "
+    "neo4j, password from NEO4J_PASSWORD; needs Java 17+ and Maven).",
+    no_args_is_help=True,
+)
+app.add_typer(neo4j_app, name="neo4j")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable)
@@ -196,6 +202,63 @@ def info_cmd(workspace: Workspace_, as_json: Annotated[bool, typer.Option("--jso
     for name, rec in manifest["stages"].items():
         typer.echo(f"{name:10s} {rec['finished']}  {rec['seconds']:8.2f} s  "
                    + ", ".join(f"{k}={v}" for k, v in rec.get("summary", {}).items()))
+
+
+def _server_errors(fn: F) -> F:
+    """A ServerError (no Java, no password, port taken) is the user's to fix: exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from graphdb.server import ServerError
+
+        try:
+            return fn(*args, **kwargs)
+        except ServerError as exc:
+            err.print(f"error: {exc}")
+            raise typer.Exit(EXIT_INPUT_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@neo4j_app.command("start")
+@_server_errors
+def neo4j_start(
+    port: Annotated[int | None, typer.Option(help="Bolt port (default $NEO4J_PORT or 7687).")]
+    = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data folder (default in the state "
+                                                  "folder $PATIENTGRAPH_NEO4J_HOME).")] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for Bolt.")] = 120.0,
+) -> None:
+    """Build the launcher on first use, start the server, wait until Bolt accepts."""
+    from graphdb import server
+
+    info = server.start(data_dir, port, wait)
+    state = "already running" if info.already_running else "started"
+    typer.echo(f"neo4j {state}: {info.uri} (pid {info.pid})")
+
+
+@neo4j_app.command("stop")
+@_server_errors
+def neo4j_stop() -> None:
+    """Stop the local server (SIGTERM, then SIGKILL after a timeout)."""
+    from graphdb import server
+
+    typer.echo("neo4j stopped" if server.stop() else "neo4j was not running")
+
+
+@neo4j_app.command("status")
+@_server_errors
+def neo4j_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Say whether the local server runs (exit code 0) or not (exit code 3)."""
+    from graphdb import server
+
+    st = server.status()
+    if as_json:
+        typer.echo(json.dumps(st, indent=1))
+    else:
+        typer.echo(f"neo4j running: {st['uri']} (pid {st['pid']})" if st["running"]
+                   else "neo4j stopped")
+    raise typer.Exit(0 if st["running"] else 3)
 
 
 def _summary_line(verb: str, summary: dict) -> str:
