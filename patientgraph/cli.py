@@ -87,9 +87,15 @@ def synth(
     """
     from patientgraph.synth import generate
 
-    with progress_bar("synth") as update:
-        summary = generate(out, n_patients=patients, seed=seed, image_size=image_size,
-                           progress=update)
+    try:
+        with progress_bar("synth") as update:
+            summary = generate(out, n_patients=patients, seed=seed, image_size=image_size,
+                               progress=update)
+    except FileExistsError as exc:
+        raise InputError(out, str(exc).split(";")[0].replace(f"{out} ", ""),
+                         "choose a new or empty folder, or remove this one") from None
+    except ValueError as exc:
+        raise InputError(None, str(exc), "see patientgraph synth --help") from None
     err.print(_summary_line("wrote", summary))
 
 
