@@ -1,0 +1,207 @@
+"""The graph stores at DeepLesion scale: loads, a Neo4j batch-size sweep, query latency.
+
+- Load 4,427 patients, 10,594 studies, 32,735 lesions and 10 SIMILAR_TO edges per lesion
+  and per patient (synthetic frames, no images) into the embedded store and into a real
+  local Neo4j 5.26 (``graphdb.server``, started here on a free port), beside a naive
+  one-row-per-transaction Neo4j loop run on a subsample and extrapolated.
+  Targets (2 cores): embedded >= 500,000 edges/s; Neo4j >= 50,000 edges/s and >= 20x naive.
+- Neo4j edges/s for several UNWIND batch sizes (this chose ``neo4j_store.BATCH_SIZE``).
+- 1 M lesions with 10 M edges into the embedded store (100 k / 1 M with ``quick``): load
+  time and the peak memory of a fresh process that builds the frames and loads them.
+- ``similar_patients`` and a typical ``cohort`` query: p50 and p99 on both backends
+  (target p50 < 10 ms).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import secrets
+import shutil
+import socket
+import statistics
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.results import record
+from graphdb import server
+from graphdb.store import GraphStore, open_store
+from graphdb.synthetic import DEEPLESION, synthetic_cohort
+
+BENCH = "graph"
+COHORT_FILTER = {"coarse_type": [4, 5], "age": {"min": 50}, "sex": "F"}
+
+
+def _load_phases(store: GraphStore, tables) -> tuple[float, float, int, int]:
+    """Seconds for the cohort (nodes + structural edges) and for the SIMILAR_TO edges."""
+    t0 = time.perf_counter()
+    counts = store.write_cohort(tables["patients"], tables["studies"], tables["lesions"],
+                                tables["records"])
+    t1 = time.perf_counter()
+    edges = (store.write_similarity("lesion", tables["lesion_knn"])
+             + store.write_similarity("patient", tables["patient_knn"]))
+    t2 = time.perf_counter()
+    nodes = counts["Patient"] + counts["Study"] + counts["Lesion"]
+    return t1 - t0, t2 - t1, nodes, edges
+
+
+def _median_load(open_fresh, tables, repeats: int) -> tuple[float, float, int, int]:
+    runs = []
+    for _ in range(repeats):
+        with open_fresh() as store:
+            runs.append(_load_phases(store, tables))
+    node_s = statistics.median(r[0] for r in runs)
+    edge_s = statistics.median(r[1] for r in runs)
+    return node_s, edge_s, runs[0][2], runs[0][3]
+
+
+def _latency_ms(fn, calls: int, warmup: int = 20) -> tuple[float, float]:
+    for i in range(warmup):
+        fn(i)
+    times = []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        fn(i)
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def _record_latency(name: str, store: GraphStore, patient_ids, calls: int) -> None:
+    rng = np.random.default_rng(0)
+    picks = rng.choice(patient_ids, calls + 20)
+    for query, fn in (("similar_patients", lambda i: store.similar_patients(picks[i], k=10)),
+                      ("cohort", lambda i: store.cohort(COHORT_FILTER))):
+        p50, p99 = _latency_ms(fn, calls)
+        note = "k=10" if query == "similar_patients" else f"filters {COHORT_FILTER}"
+        record(BENCH, f"{name} {query} p50", p50, "ms", n=calls, higher_is_better=False,
+               note=f"{note}; target p50 < 10 ms")
+        record(BENCH, f"{name} {query} p99", p99, "ms", n=calls, higher_is_better=False,
+               note=note)
+
+
+def _naive_rates(uri: str, tables, n_rows: int) -> tuple[float, float]:
+    """Rows/s of a plain loop with one ``execute_query`` (one transaction) per row."""
+    import neo4j
+
+    auth = (os.environ.get("NEO4J_USER") or "neo4j", os.environ["NEO4J_PASSWORD"])
+    edges = tables["lesion_knn"].head(n_rows)
+    with neo4j.GraphDatabase.driver(uri, auth=auth) as driver:
+        t0 = time.perf_counter()
+        for row in edges.itertuples(index=False):
+            driver.execute_query(
+                "MATCH (a:Lesion {lesion_id: $src}) MATCH (b:Lesion {lesion_id: $dst}) "
+                "MERGE (a)-[r:SIMILAR_TO]->(b) SET r.score = $score, r.rank = $rank",
+                src=row.src, dst=row.dst, score=float(row.score), rank=int(row.rank))
+        edge_rate = n_rows / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for i in range(n_rows):
+            driver.execute_query("MERGE (n:Lesion {lesion_id: $id}) SET n.long_mm = $long_mm",
+                                 id=f"naive-{i}", long_mm=float(i))
+        node_rate = n_rows / (time.perf_counter() - t0)
+    return node_rate, edge_rate
+
+
+@contextmanager
+def _neo4j(root: Path):
+    """A private local Neo4j server for the run; yields its URI."""
+    os.environ.setdefault("NEO4J_PASSWORD", secrets.token_urlsafe(18))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    info = server.start(port=port, home=root / "neo4j", wait_s=300)
+    try:
+        yield info.uri
+    finally:
+        server.stop(home=root / "neo4j")
+
+
+def _scale_run(n_lesions: int, folder: str) -> dict:
+    """In a fresh process: build the frames, load them, report times and peak RSS."""
+    tables = synthetic_cohort(n_patients=int(n_lesions / 7.4), n_lesions=n_lesions, k=10)
+    built_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open_store(folder) as store:
+        node_s, edge_s, nodes, edges = _load_phases(store, tables)
+    return {"node_s": node_s, "edge_s": edge_s, "nodes": nodes, "edges": edges,
+            "built_mib": built_mib,
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def bench_scale(root: Path, n_lesions: int) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        r = pool.submit(_scale_run, n_lesions, str(root / "scale")).result()
+    label = (f"{n_lesions // 10**6}M lesions" if n_lesions >= 10**6
+             else f"{n_lesions // 1000}k lesions")
+    total = r["node_s"] + r["edge_s"]
+    note = (f"{r['nodes']:,} nodes, {r['edges']:,} SIMILAR_TO edges; frames built in the "
+            f"same process ({r['built_mib']:.0f} MiB before the load)")
+    record(BENCH, f"embedded {label} load seconds", total, "s", n=r["edges"],
+           higher_is_better=False, note=note)
+    record(BENCH, f"embedded {label} edges/s", r["edges"] / r["edge_s"], "edges/s",
+           n=r["edges"], note=note)
+    record(BENCH, f"embedded {label} peak RSS", r["peak_mib"], "MiB", n=r["edges"],
+           higher_is_better=False, note=note)
+    shutil.rmtree(root / "scale", ignore_errors=True)
+
+
+def main(quick: bool = False) -> None:
+    root = Path(tempfile.mkdtemp(prefix="pg-bench-graph-"))
+    load_avg = f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at start"
+    try:
+        bench_scale(root, 100_000 if quick else 1_000_000)
+        tables = synthetic_cohort(**DEEPLESION, k=10, seed=0)
+        repeats = 1 if quick else 3
+
+        def fresh_embedded():
+            shutil.rmtree(root / "embedded", ignore_errors=True)
+            return open_store(root / "embedded")
+
+        emb = _median_load(fresh_embedded, tables, repeats)
+        with _neo4j(root) as uri:
+
+            def fresh_neo4j(batch_size: int | None = None):
+                store = open_store(uri, **({"batch_size": batch_size} if batch_size else {}))
+                store.clear()
+                return store
+
+            neo = _median_load(fresh_neo4j, tables, repeats)
+            for batch in ([2_000, 10_000] if quick else [2_000, 5_000, 10_000, 20_000, 50_000]):
+                with fresh_neo4j(batch) as store:
+                    _, edge_s, _, edges = _load_phases(store, tables)
+                record(BENCH, f"neo4j edges/s batch={batch}", edges / edge_s, "edges/s",
+                       n=edges, note=load_avg)
+            naive_rows = 300 if quick else 2_000
+            with fresh_neo4j() as store:
+                store.write_cohort(tables["patients"], tables["studies"], tables["lesions"],
+                                   tables["records"])
+                naive_nodes, naive_edges = _naive_rates(uri, tables, naive_rows)
+                store.write_similarity("lesion", tables["lesion_knn"])
+                store.write_similarity("patient", tables["patient_knn"])
+                _record_latency("neo4j", store, tables["patients"]["patient_id"],
+                                100 if quick else 300)
+
+        naive = (f"baseline: one execute_query per row on {naive_rows:,} rows, its rate "
+                 f"extrapolated to the full load; {load_avg}")
+        for name, (node_s, edge_s, nodes, edges), base in (
+                ("embedded", emb, (None, None)), ("neo4j", neo, (naive_nodes, naive_edges))):
+            record(BENCH, f"{name} load nodes/s", nodes / node_s, "nodes/s",
+                   baseline_value=base[0], n=nodes,
+                   note=(naive if base[0] else load_avg) + "; includes HAS_STUDY/HAS_LESION")
+            record(BENCH, f"{name} load edges/s", edges / edge_s, "edges/s",
+                   baseline_value=base[1], n=edges,
+                   note=naive if base[1] else f"{load_avg}; target >= 500,000 edges/s")
+            record(BENCH, f"{name} load seconds", node_s + edge_s, "s", n=nodes + edges,
+                   higher_is_better=False,
+                   baseline_value=(nodes / base[0] + edges / base[1]) if base[0] else None,
+                   note=f"median of {repeats}; {load_avg}")
+        with open_store(root / "embedded", read_only=True) as store:
+            _record_latency("embedded", store, tables["patients"]["patient_id"],
+                            100 if quick else 300)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
