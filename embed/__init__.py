@@ -1,4 +1,13 @@
 """Lesion and record encoders, patient vectors, the FAISS index and the kNN graph.
 
-Stage ``embed`` and ``index`` of the pipeline (see DESIGN.md); not yet implemented.
+Pipeline stages (``patientgraph run --stages embed,index``):
+
+* :mod:`embed.stage` trains the lesion encoder (:mod:`embed.train`) and the record encoder
+  (:mod:`embed.tabular`) on the cohort and writes ``W/embeddings/`` and ``W/models/``;
+* :mod:`embed.index_stage` builds the FAISS indexes (:mod:`embed.index`) and the kNN graphs
+  in ``W/index/``.
+
+Queries: :func:`embed.similar.similar_patients` (scores split into modality contributions,
+user weights) and :func:`embed.similar.similar_lesions`. Options of the embed stage are in
+:mod:`embed.config`.
 """

@@ -115,7 +115,7 @@ def hetero_data(nodes: Mapping[str, pd.DataFrame], edges: Mapping[str, pd.DataFr
         store = data[EDGE_TYPES[name]]
         store.edge_index = index
         if "score" in edge.properties:
-            score = frame["score"].astype(float).to_numpy()
+            score = frame["score"].to_numpy(dtype=np.float32, copy=True)
             store.edge_attr = torch.as_tensor(score, dtype=torch.float32).view(-1, 1)
     data.validate(raise_on_error=True)
     return data
