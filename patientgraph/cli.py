@@ -160,15 +160,77 @@ def run(
         str | None, typer.Option(help="Graph URI: a folder (embedded) or neo4j://host:port.")
     ] = None,
     force: Annotated[bool, typer.Option(help="Rerun stages even if nothing changed.")] = False,
+    config: Annotated[Path | None, typer.Option(
+        help='JSON file of per-stage options, e.g. {"embed": {"preset": "fast"}}.')] = None,
 ) -> None:
     """Run the pipeline stages on an ingested workspace."""
     from patientgraph.pipeline import run_pipeline
 
     results = run_pipeline(workspace, stages=stages, graph=graph, force=force,
-                           echo=lambda m: err.print(m))
+                           config=_read_config(config), echo=lambda m: err.print(m))
     if not results:
         err.print("nothing to run: no pipeline stage is available in this version "
                   "(embed, index, graph and discover arrive with later releases)")
+
+
+def _read_config(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "the file does not exist", "check the --config path") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"the file is not valid JSON ({exc.msg}, line {exc.lineno})",
+                         'write an object of stage options, e.g. {"embed": {"preset": '
+                         '"fast"}}') from None
+    if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
+        raise InputError(path, "the config is not an object of stage option objects",
+                         'write e.g. {"embed": {"preset": "fast"}, "index": {"k": 10}}')
+    return config
+
+
+def _parse_weights(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    weights = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise InputError(None, f"--weights part {part!r} is not name=number",
+                             "write e.g. --weights imaging=1,records=0.5") from None
+    return weights
+
+
+@app.command()
+@user_errors
+def similar(
+    workspace: Workspace_,
+    patient: Annotated[str | None, typer.Option(help="Find patients similar to this one.")]
+    = None,
+    lesion: Annotated[str | None, typer.Option(help="Find lesions similar to this one.")]
+    = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many.")] = 10,
+    weights: Annotated[str | None, typer.Option(
+        help="Modality weights for patients, e.g. imaging=1,records=0.5.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
+) -> None:
+    """The most similar patients (with each modality's part of the score) or lesions."""
+    from embed.similar import similar_lesions, similar_patients
+
+    if (patient is None) == (lesion is None):
+        raise InputError(None, "give exactly one of --patient and --lesion",
+                         "e.g. patientgraph similar --workspace W --patient 000001 -k 10")
+    if patient is not None:
+        table = similar_patients(workspace, patient, k=k, weights=_parse_weights(weights))
+    else:
+        table = similar_lesions(workspace, lesion, k=k)
+    if as_json:
+        typer.echo(table.to_json(orient="records", lines=True), nl=False)
+    else:
+        typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 @app.command()

@@ -8,7 +8,7 @@ stages before it. Stages whose module is not installed yet are reported as unava
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,17 +58,30 @@ def run_pipeline(
     stages: str | None = None,
     graph: str | None = None,
     force: bool = False,
+    config: Mapping[str, Mapping[str, Any]] | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the chosen stages in order; returns each stage's summary."""
+    """Run the chosen stages in order; returns each stage's summary.
+
+    ``config`` maps a stage name to that stage's options (e.g. ``{"embed": {"preset":
+    "fast"}, "index": {"k": 10}}``); ``graph`` is the graph URI of the ``graph`` stage.
+    """
+    config = dict(config or {})
+    unknown = set(config) - set(STAGES)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InputError(None, f"the config names an unknown stage {name!r}."
+                         f"{did_you_mean(name, STAGES)}", f"use stage names {', '.join(STAGES)}")
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     if ws.stage_record("ingest") is None:
         raise InputError(ws.root, "the workspace holds no ingested cohort",
                          "run `patientgraph ingest deeplesion ...` into it first")
     results: dict[str, Any] = {}
     for name in parse_stages(stages):
-        config = {"graph": graph} if name == "graph" and graph else {}
-        summary = stage_module(name).run(ws, config=config, force=force)
+        options = dict(config.get(name, {}))
+        if name == "graph" and graph:
+            options["graph"] = graph
+        summary = stage_module(name).run(ws, config=options, force=force)
         echo(f"{name}: " + ("up to date" if summary.get("skipped") else "done"))
         results[name] = summary
     return results

@@ -1,0 +1,199 @@
+"""Options of the ``embed`` stage: the lesion crop, the network, its training, the record
+encoder and the default modality weights.
+
+Every option has a default that suits a 2-core CPU and a DeepLesion-sized archive. A stage
+config is a nested mapping (``{"train": {"max_epochs": 5}}``) applied over a preset
+(``"preset": "fast"`` for tests and smoke runs); an unknown name is an
+:class:`~patientgraph.errors.InputError` with a "did you mean" suggestion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from patientgraph.errors import InputError, did_you_mean
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """A fixed physical field of view around the lesion centre.
+
+    ``size_mm`` square, resampled to ``out_px`` pixels, on ``n_slices`` slices spaced
+    ``slice_step_mm`` apart (the key slice in the middle), each shown under every CT window
+    in ``windows``: ``n_slices * len(windows)`` input channels.
+    """
+
+    size_mm: float = 96.0
+    out_px: int = 64
+    n_slices: int = 3
+    slice_step_mm: float = 2.0
+    windows: tuple[str, ...] = ("lung", "soft_tissue", "bone")
+
+    @property
+    def channels(self) -> int:
+        return self.n_slices * len(self.windows)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """A 2-D MONAI ResNet over the crop channels, then a projection to ``embedding_dim``.
+
+    With ``location_input`` the lesion's normalised location (loc_x, loc_y, loc_z, given for
+    every lesion of a DeepLesion-format archive) joins the image features before the
+    projection, as Fourier features; a lesion without a location gets zeros and a flag.
+    With ``context_signature`` so does the HU make-up of rings around the lesion
+    (:class:`embed.encoder.ContextSignature`).
+    """
+
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    blocks: tuple[int, ...] = (1, 1, 1, 1)
+    stem_kernel: int = 5
+    stem_stride: int = 2
+    projection_dim: int = 256
+    embedding_dim: int = 128
+    location_input: bool = True
+    context_signature: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Metric learning with weak labels (see :mod:`embed.train`).
+
+    Held-out patients (any lesion in ``holdout_split``, DeepLesion's test split) are never
+    trained on, so that they stay an honest evaluation set; set it to None to train on
+    everyone. ``validation_share`` of the remaining labelled patients decide early stopping.
+    """
+
+    seed: int = 0
+    max_epochs: int = 30
+    patience: int = 5
+    batch_size: int = 64
+    steps_per_epoch: int | None = None
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    temperature: float = 0.1
+    type_weight: float = 1.0
+    proxy_weight: float = 1.0
+    same_lesion_weight: float = 1.0
+    location_weight: float = 1.0
+    labelled_share: float = 0.5
+    validation_share: float = 0.3
+    holdout_split: int | None = 3
+    same_lesion_max_distance: float = 0.06
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class TabularConfig:
+    """The record encoder (:class:`embed.tabular.RecordEncoder`)."""
+
+    embedding_dim: int = 32
+    hidden_dim: int = 64
+    epochs: int = 300
+    mask_rate: float = 0.3
+    max_categories: int = 20
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Everything the ``embed`` stage does, as one hashable, serialisable value.
+
+    ``weights`` are the default modality weights of the patient vector (:mod:`embed.fusion`);
+    ``on_image_error`` is ``"skip"`` (embed what can be read, list the failures) or
+    ``"raise"``; ``encoder_checkpoint`` uses a trained encoder instead of training one.
+    """
+
+    crop: CropConfig = field(default_factory=CropConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tabular: TabularConfig = field(default_factory=TabularConfig)
+    weights: tuple[tuple[str, float], ...] = (("imaging", 0.5), ("records", 0.5))
+    on_image_error: str = "skip"
+    encoder_checkpoint: str | None = None
+    workers: int = 2
+    inference_batch_size: int = 256
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (tuples as lists, weights as a mapping)."""
+        out = _plain(dataclasses.asdict(self))
+        out["weights"] = dict(self.weights)
+        return out
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any] | None = None) -> EmbedConfig:
+        """Apply a nested mapping over a preset (``config["preset"]``, default "default")."""
+        config = dict(config or {})
+        preset = config.pop("preset", "default")
+        if preset not in PRESETS:
+            raise InputError(
+                None, f"unknown embed preset {preset!r}.{did_you_mean(str(preset), PRESETS)}",
+                f"choose one of {', '.join(PRESETS)}",
+            )
+        base = PRESETS[preset]
+        if "weights" in config:
+            config["weights"] = _weights_tuple(config["weights"])
+        return _replace(base, config, "embed")
+
+
+def _weights_tuple(weights: Any) -> tuple[tuple[str, float], ...]:
+    if not isinstance(weights, Mapping):
+        raise InputError(None, "embed option 'weights' is not a mapping",
+                         'give modality weights as {"imaging": 0.5, "records": 0.5}')
+    return tuple((str(k), float(v)) for k, v in weights.items())
+
+
+def _replace(obj: Any, overrides: Mapping[str, Any], where: str) -> Any:
+    """A copy of dataclass ``obj`` with nested ``overrides``; unknown names are errors."""
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    changes = {}
+    for key, value in overrides.items():
+        if key not in names:
+            raise InputError(
+                None, f"unknown option {where}.{key}.{did_you_mean(key, names)}",
+                f"choose from {', '.join(names)}",
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise InputError(None, f"option {where}.{key} must be a mapping",
+                                 f"give {where}.{key} as {{name: value}}")
+            value = _replace(current, value, f"{where}.{key}")
+        elif isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        changes[key] = value
+    return dataclasses.replace(obj, **changes)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def crop_from_dict(values: Mapping[str, Any]) -> CropConfig:
+    """Rebuild a :class:`CropConfig` from :meth:`EmbedConfig.to_dict` output."""
+    return _replace(CropConfig(), values, "crop")
+
+
+def encoder_from_dict(values: Mapping[str, Any]) -> EncoderConfig:
+    """Rebuild an :class:`EncoderConfig` from :meth:`EmbedConfig.to_dict` output."""
+    return _replace(EncoderConfig(), values, "encoder")
+
+
+FAST = EmbedConfig(
+    crop=CropConfig(size_mm=64.0, out_px=32),
+    encoder=EncoderConfig(widths=(8, 16, 32, 64), projection_dim=64),
+    train=TrainConfig(max_epochs=2, patience=1, batch_size=32, steps_per_epoch=4),
+    tabular=TabularConfig(epochs=20, hidden_dim=32, embedding_dim=16),
+    workers=0,
+    inference_batch_size=64,
+)
+"""Tiny network, two short epochs: for tests and smoke runs, not for results."""
+
+PRESETS: dict[str, EmbedConfig] = {"default": EmbedConfig(), "fast": FAST}

@@ -1,0 +1,215 @@
+"""The lesion encoder: HU crops in, 128-d L2-normalised embeddings out.
+
+CT windows as input channels (:class:`~embed.crops.CTWindows`), a 2-D MONAI ResNet over the
+neighbouring slices x windows, a two-layer projection. A checkpoint holds the weights and
+the crop and network configs that rebuild the model, so :func:`load_encoder` needs no code
+change and refuses, with a clear message, a checkpoint that does not fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import ResNet
+from torch import nn
+
+from embed.config import CropConfig, EncoderConfig, crop_from_dict, encoder_from_dict
+from embed.crops import CTWindows
+from patientgraph.atomic import atomic_path
+from patientgraph.errors import InputError
+
+CHECKPOINT_FORMAT = "patientgraph.lesion_encoder/1"
+LOCATION_FREQUENCIES = (1.0, 2.0, 4.0, 8.0)
+"""Fourier frequencies (cycles over the unit range) of the location features."""
+
+
+class LocationFeatures(nn.Module):
+    """Normalised locations ``(B, 3)`` (NaN rows unknown) to Fourier features and a
+    missing flag ``(B, 3 * 2 * n_frequencies + 1)``."""
+
+    def __init__(self, frequencies=LOCATION_FREQUENCIES):
+        super().__init__()
+        self.register_buffer("angular", torch.tensor(frequencies) * torch.pi, persistent=False)
+
+    @property
+    def width(self) -> int:
+        return 3 * 2 * len(self.angular) + 1
+
+    def forward(self, location: torch.Tensor) -> torch.Tensor:
+        known = torch.isfinite(location).all(dim=1, keepdim=True)
+        angles = torch.where(known, location, 0.0)[:, :, None] * self.angular
+        waves = torch.cat([angles.sin(), angles.cos()], dim=2).flatten(1) * known
+        return torch.cat([waves, (~known).float()], dim=1)
+
+
+class ContextSignature(nn.Module):
+    """The tissue around the lesion: for concentric rings about the crop centre and a ladder
+    of HU thresholds, the share of the ring's pixels (over all slices) at or above each
+    threshold, ``(B, n_rings * n_thresholds)``.
+
+    A fixed, radiomics-like descriptor: the organ a lesion sits in (lung, liver, kidney,
+    bone, fat) shows as the HU make-up of its surroundings, which a network trained from
+    scratch on a few hundred labelled lesions does not learn reliably.
+    """
+
+    RINGS_MM = (0.0, 4.0, 8.0, 12.0, 18.0, 26.0, 36.0)
+    """Inner ring radii (mm); the last ring reaches the crop's corners."""
+    THRESHOLDS_HU = (-600.0, -200.0, -30.0, 30.0, 80.0, 200.0, 500.0)
+
+    def __init__(self, crop: CropConfig):
+        super().__init__()
+        px = crop.size_mm / crop.out_px
+        centre = (crop.out_px - 1) / 2
+        yy, xx = torch.meshgrid(torch.arange(crop.out_px), torch.arange(crop.out_px),
+                                indexing="ij")
+        radius = torch.hypot(yy - centre, xx - centre).flatten() * px
+        edges = torch.tensor([*self.RINGS_MM, float("inf")])
+        rings = (radius[None] >= edges[:-1, None]) & (radius[None] < edges[1:, None])
+        rings = rings[rings.any(dim=1)].float()
+        self.register_buffer("rings", rings / rings.sum(dim=1, keepdim=True), persistent=False)
+        self.register_buffer("thresholds", torch.tensor(self.THRESHOLDS_HU), persistent=False)
+
+    @property
+    def width(self) -> int:
+        return self.rings.shape[0] * len(self.thresholds)
+
+    def forward(self, hu: torch.Tensor) -> torch.Tensor:
+        above = (hu.float().flatten(2).unsqueeze(-1) >= self.thresholds).float().mean(dim=1)
+        return torch.einsum("rp,bpt->brt", self.rings, above).flatten(1)
+
+
+class LesionEncoder(nn.Module):
+    """HU crops ``(B, n_slices, px, px)`` (and normalised locations ``(B, 3)``, when the
+    config says so) to unit vectors ``(B, embedding_dim)``."""
+
+    def __init__(self, encoder: EncoderConfig, crop: CropConfig):
+        super().__init__()
+        if len(encoder.widths) != len(encoder.blocks):
+            raise ValueError(f"encoder widths {encoder.widths} and blocks {encoder.blocks} "
+                             "must have the same length (one of each per ResNet stage)")
+        self.encoder_config = encoder
+        self.crop_config = crop
+        self.windows = CTWindows(crop.windows)
+        self.backbone = ResNet(
+            "basic", list(encoder.blocks), list(encoder.widths), spatial_dims=2,
+            n_input_channels=crop.channels, conv1_t_size=encoder.stem_kernel,
+            conv1_t_stride=encoder.stem_stride, no_max_pool=True, feed_forward=False,
+        )
+        self.location = LocationFeatures() if encoder.location_input else None
+        self.context = ContextSignature(crop) if encoder.context_signature else None
+        extra = sum(m.width for m in (self.location, self.context) if m is not None)
+        self.projection = nn.Sequential(
+            nn.Linear(encoder.widths[-1] + extra, encoder.projection_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(encoder.projection_dim, encoder.embedding_dim),
+        )
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.encoder_config.embedding_dim
+
+    def forward(self, hu: torch.Tensor, location: torch.Tensor | None = None) -> torch.Tensor:
+        """``location`` (NaN where unknown) is used only with ``location_input``."""
+        features = self.backbone(self.windows(hu))
+        if self.context is not None:
+            features = torch.cat([features, self.context(hu).to(features.dtype)], 1)
+        if self.location is not None:
+            if location is None:
+                location = torch.full((len(hu), 3), float("nan"), device=hu.device)
+            features = torch.cat([features, self.location(location).to(features.dtype)], 1)
+        return F.normalize(self.projection(features).float(), dim=1)
+
+    def configs(self) -> dict[str, Any]:
+        """The configs that rebuild this model (plain JSON values)."""
+        return {
+            "encoder": _plain(dataclasses.asdict(self.encoder_config)),
+            "crop": _plain(dataclasses.asdict(self.crop_config)),
+        }
+
+
+def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def save_encoder(
+    model: LesionEncoder, path: str | Path, metadata: Mapping[str, Any] | None = None
+) -> Path:
+    """Write weights + rebuilding configs + ``metadata`` (training summary) atomically."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        **model.configs(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": dict(metadata or {}),
+    }
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict (weights only: no code is unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "the encoder checkpoint does not exist",
+                         "check the path, or leave encoder_checkpoint unset to train one")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(path, f"cannot be read as an encoder checkpoint ({type(exc).__name__})",
+                         "point at a lesion_encoder.pt written by the embed stage") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(path, "is not a PatientGraph lesion-encoder checkpoint "
+                         f"(expected format {CHECKPOINT_FORMAT})",
+                         "point at a lesion_encoder.pt written by the embed stage")
+    return payload
+
+
+def load_encoder(
+    path: str | Path,
+    *,
+    expect_crop: CropConfig | None = None,
+    expect_encoder: EncoderConfig | None = None,
+) -> LesionEncoder:
+    """Rebuild a :class:`LesionEncoder` from a checkpoint, in eval mode on the CPU.
+
+    With ``expect_crop`` / ``expect_encoder``, a checkpoint trained with other settings is
+    an :class:`InputError` naming the settings that differ.
+    """
+    payload = read_checkpoint(path)
+    try:
+        crop = crop_from_dict(payload["crop"])
+        encoder = encoder_from_dict(payload["encoder"])
+    except (InputError, KeyError, TypeError) as exc:
+        raise InputError(path, f"its model config cannot be read ({exc})",
+                         "retrain the encoder with this version (rerun the embed stage "
+                         "with --force)") from None
+    _check_same(path, "crop", crop, expect_crop)
+    _check_same(path, "encoder", encoder, expect_encoder)
+    model = LesionEncoder(encoder, crop)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise InputError(path, "its weights do not fit the network its config describes "
+                         f"({str(exc).splitlines()[0]})",
+                         "the file is damaged or was written by another version: retrain "
+                         "the encoder (rerun the embed stage with --force)") from None
+    return model.eval()
+
+
+def _check_same(path: str | Path, section: str, found: Any, expected: Any | None) -> None:
+    if expected is None or found == expected:
+        return
+    diffs = [
+        f"{section}.{f.name} is {getattr(found, f.name)!r}, not {getattr(expected, f.name)!r}"
+        for f in dataclasses.fields(found)
+        if getattr(found, f.name) != getattr(expected, f.name)
+    ]
+    raise InputError(path, "the encoder checkpoint was trained with another configuration: "
+                     + "; ".join(diffs),
+                     f"set the embed config's {section} options to the checkpoint's values, "
+                     "or retrain (leave encoder_checkpoint unset)")

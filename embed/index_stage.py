@@ -1,0 +1,120 @@
+"""Pipeline stage ``index``: FAISS indexes of lesions and patients, and their kNN graphs.
+
+Reads ``W/embeddings/{lesions,patients}.parquet``; writes into ``W/index/`` (one atomic
+swap of the folder):
+
+* ``lesions.faiss`` / ``.ids.parquet`` / ``.json``: the lesion embeddings;
+* ``patients.*``: the unweighted concatenation of each patient's modality parts, so that
+  a query weighted by any modality weights scores ``sum_m w_m cos_m``
+  (:mod:`embed.fusion`);
+* ``lesion_knn.parquet`` and ``patient_knn.parquet``: src, dst, score (cosine, or the
+  weighted score at the default weights for patients), rank (1..k), the graph stage's input.
+
+Options (``config``): ``k`` (10), ``lesion_factory`` / ``patient_factory`` (FAISS factory
+strings; default chosen by size, see :func:`embed.index.auto_factory`), ``ef_search``,
+``ef_construction``, ``device`` for the kNN graph (``auto``: exact on CUDA).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embed.fusion import MODALITIES, concat_parts, weighted_query
+from embed.index import VectorIndex
+from embed.stage import LESIONS, PATIENTS, default_weights
+from patientgraph.atomic import atomic_dir
+from patientgraph.errors import InputError, did_you_mean
+from patientgraph.workspace import Workspace, file_sha256, fingerprint
+
+STAGE = "index"
+INDEX_DIR = "index"
+LESION_KNN = "lesion_knn.parquet"
+PATIENT_KNN = "patient_knn.parquet"
+DEFAULTS: dict[str, Any] = {
+    "k": 10,
+    "lesion_factory": None,
+    "patient_factory": None,
+    "ef_search": 128,
+    "ef_construction": 80,
+    "device": "auto",
+}
+
+Progress = Callable[[int, int], None]
+
+
+def run(
+    workspace: str | Path | Workspace,
+    config: Mapping[str, Any] | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Build both indexes and kNN graphs; skipped when the embeddings and config are the
+    same as last time."""
+    started = time.perf_counter()
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    cfg = _config(config)
+    inputs = _inputs(ws)
+    if not force and ws.is_current(STAGE, fingerprint(cfg, inputs)):
+        return {**ws.stage_record(STAGE)["summary"], "skipped": True}
+
+    lesions = pd.read_parquet(ws.path(LESIONS))
+    patients = pd.read_parquet(ws.path(PATIENTS))
+    lesion_index = _build(lesions["lesion_id"], _matrix(lesions["embedding"]),
+                          cfg["lesion_factory"], cfg, progress)
+    parts = {m: _matrix(patients[m]) for m in MODALITIES}
+    patient_index = _build(patients["patient_id"], concat_parts(parts), cfg["patient_factory"],
+                           cfg, progress)
+    queries = weighted_query(parts, default_weights(patients))
+    k = int(cfg["k"])
+    with atomic_dir(ws.path(INDEX_DIR)) as tmp:
+        lesion_index.save(tmp, "lesions")
+        patient_index.save(tmp, "patients")
+        lesion_index.knn_graph(k, device=cfg["device"], progress=progress).to_parquet(
+            tmp / LESION_KNN, index=False)
+        patient_index.knn_graph(k, queries=queries, device=cfg["device"],
+                                progress=progress).to_parquet(tmp / PATIENT_KNN, index=False)
+    summary = {
+        "lesion_factory": lesion_index.factory, "patient_factory": patient_index.factory,
+        "lesions": len(lesion_index), "patients": len(patient_index), "k": k,
+    }
+    outputs = [f"{INDEX_DIR}/{name}" for name in (LESION_KNN, PATIENT_KNN, "lesions.faiss",
+                                                  "patients.faiss")]
+    ws.record_stage(STAGE, config=cfg, inputs=inputs, outputs=outputs,
+                    seconds=time.perf_counter() - started, summary=summary)
+    return {**summary, "skipped": False}
+
+
+def _config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    config = dict(config or {})
+    for key in config:
+        if key not in DEFAULTS:
+            raise InputError(None, f"unknown option index.{key}.{did_you_mean(key, DEFAULTS)}",
+                             f"choose from {', '.join(DEFAULTS)}")
+    return {**DEFAULTS, **config}
+
+
+def _inputs(ws: Workspace) -> dict[str, str]:
+    paths = {"lesions": ws.path(LESIONS), "patients": ws.path(PATIENTS)}
+    for path in paths.values():
+        if not path.exists():
+            raise InputError(ws.root, f"the workspace has no {path.relative_to(ws.root)}",
+                             "run the embed stage first: `patientgraph run --workspace W "
+                             "--stages embed,index`")
+    return {name: file_sha256(path) for name, path in paths.items()}
+
+
+def _matrix(column: pd.Series) -> np.ndarray:
+    return np.stack(column.to_numpy()).astype(np.float32)
+
+
+def _build(ids: pd.Series, vectors: np.ndarray, factory: str | None, cfg: Mapping[str, Any],
+           progress: Progress | None) -> VectorIndex:
+    return VectorIndex.build(ids.astype(str).tolist(), vectors, factory=factory,
+                             ef_construction=int(cfg["ef_construction"]),
+                             ef_search=int(cfg["ef_search"]), progress=progress)

@@ -1,0 +1,115 @@
+"""Similar patients and similar lesions of a workspace (what ``patientgraph similar`` shows).
+
+>>> similar_patients("W", "000042", k=5, weights={"imaging": 0.7, "records": 0.3})
+... # doctest: +SKIP
+   patient_id  score  imaging  records
+0      000107  0.912    0.651    0.261
+...
+
+A patient score is ``sum_m w_m cos_m`` over the modalities (weights normalised to sum to
+1); the columns ``imaging`` and ``records`` are the terms and add up to ``score``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from embed.fusion import MODALITIES, contributions, resolve_weights, split_parts
+from embed.index import VectorIndex
+from embed.index_stage import INDEX_DIR
+from embed.stage import PATIENTS, default_weights
+from patientgraph.errors import InputError
+from patientgraph.workspace import Workspace
+
+
+def similar_patients(
+    workspace: str | Path | Workspace,
+    patient_id: str,
+    k: int = 10,
+    weights: Mapping[str, float] | None = None,
+    among: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """The ``k`` patients most similar to ``patient_id``, best first.
+
+    Columns: patient_id, score, and one contribution per modality (they sum to score).
+    ``weights`` (e.g. ``{"imaging": 1, "records": 0}``) default to those the embed stage
+    used; ``among`` restricts the answer to a cohort of patient ids.
+    """
+    ws = _workspace(workspace)
+    _check_k(k)
+    index = _load(ws, "patients")
+    patient_id = str(patient_id)
+    _require(index, patient_id, "patient_id")
+    w = resolve_weights(weights, default_weights(pd.read_parquet(ws.path(PATIENTS),
+                                                                 columns=["patient_id"])))
+    dims = _part_dims(ws)
+    query = split_parts(index.vectors([patient_id])[0], dims)
+    weighted = np.concatenate([w[m] * query[m] for m in MODALITIES])
+    allowed = None if among is None else [str(p) for p in among if str(p) != patient_id]
+    ids, _ = index.search(weighted, k + 1, among=allowed)
+    found = [i for i in ids[0] if i is not None and i != patient_id][:k]
+    candidates = split_parts(index.vectors(found), dims) if found else {
+        m: np.zeros((0, d), np.float32) for m, d in dims.items()}
+    parts = contributions(query, candidates, w)
+    out = pd.DataFrame({"patient_id": found, "score": parts.sum(axis=1).to_numpy()})
+    out = pd.concat([out, parts], axis=1)
+    return out.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def similar_lesions(
+    workspace: str | Path | Workspace,
+    lesion_id: str,
+    k: int = 10,
+    among: Iterable[str] | None = None,
+    exclude_same_patient: bool = False,
+) -> pd.DataFrame:
+    """The ``k`` lesions most similar to ``lesion_id`` (cosine), best first.
+
+    Columns: lesion_id, score, patient_id, study_id. ``among`` restricts the answer to some
+    lesion ids; ``exclude_same_patient`` leaves out the query patient's own lesions (mostly
+    the same lesion at other studies).
+    """
+    ws = _workspace(workspace)
+    _check_k(k)
+    index = _load(ws, "lesions")
+    lesion_id = str(lesion_id)
+    _require(index, lesion_id, "lesion_id")
+    cohort = ws.table("lesions").set_index("lesion_id")[["patient_id", "study_id"]]
+    allowed = None if among is None else {str(i) for i in among}
+    if exclude_same_patient:
+        own = cohort.index[cohort["patient_id"] == cohort.loc[lesion_id, "patient_id"]]
+        allowed = (set(index.ids) if allowed is None else allowed) - set(own)
+    allowed = None if allowed is None else sorted(allowed - {lesion_id})
+    edges = index.search_ids([lesion_id], k, among=allowed)
+    out = pd.DataFrame({"lesion_id": edges["dst"].to_numpy(), "score": edges["score"].to_numpy()})
+    return out.join(cohort, on="lesion_id").reset_index(drop=True)
+
+
+def _workspace(workspace: str | Path | Workspace) -> Workspace:
+    return workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(None, f"k is {k!r}", "ask for k >= 1 neighbours")
+
+
+def _load(ws: Workspace, name: str) -> VectorIndex:
+    folder = ws.path(INDEX_DIR)
+    if not (folder / f"{name}.faiss").exists():
+        raise InputError(ws.root, "the workspace has no vector index yet",
+                         "run `patientgraph run --workspace W --stages embed,index` first")
+    return VectorIndex.load(folder, name)
+
+
+def _require(index: VectorIndex, value: str, what: str) -> None:
+    index.positions([value], what=what)
+
+
+def _part_dims(ws: Workspace) -> dict[str, int]:
+    row = pd.read_parquet(ws.path(PATIENTS), columns=list(MODALITIES)).iloc[0]
+    return {m: len(row[m]) for m in MODALITIES}

@@ -1,0 +1,226 @@
+"""Pipeline stage ``embed``: lesion embeddings, record embeddings and patient vectors.
+
+Reads ``W/cohort/*.parquet`` and the images; writes
+
+* ``W/embeddings/lesions.parquet``: lesion_id, embedding (128 float32, unit norm);
+* ``W/embeddings/patients.parquet``: patient_id, embedding (fused at the default weights),
+  and the modality parts ``imaging`` and ``records`` (unit or zero vectors) that explain
+  scores, ``n_lesions``, ``has_records``; the default weights are in the file's metadata;
+* ``W/embeddings/failures.parquet``: lesion_id, source_row, problem for every lesion whose
+  image could not be read (empty when all were);
+* ``W/models/lesion_encoder.pt`` and ``W/models/record_encoder.pt``: weights and the configs
+  that rebuild them.
+
+A rerun with unchanged cohort and config is skipped; when only the records (or the weights)
+changed, the lesion encoder and the lesion embeddings are reused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from embed.config import EmbedConfig
+from embed.crops import lesion_locations, read_crops
+from embed.encoder import LesionEncoder, load_encoder, read_checkpoint, save_encoder
+from embed.fusion import MODALITIES, fuse, pool_lesions, resolve_weights
+from embed.inference import embed_crops, resolve_device
+from embed.tabular import RecordEncoder
+from embed.train import train_lesion_encoder
+from patientgraph.atomic import atomic_path, write_parquet
+from patientgraph.errors import InputError
+from patientgraph.workspace import Workspace, file_sha256, fingerprint
+
+STAGE = "embed"
+LESIONS = "embeddings/lesions.parquet"
+PATIENTS = "embeddings/patients.parquet"
+FAILURES = "embeddings/failures.parquet"
+LESION_MODEL = "models/lesion_encoder.pt"
+RECORD_MODEL = "models/record_encoder.pt"
+WEIGHTS_KEY = "patientgraph.weights"
+"""Parquet metadata key of patients.parquet holding the default modality weights (JSON)."""
+
+Progress = Callable[[int, int], None]
+
+
+def run(
+    workspace: str | Path | Workspace,
+    config: Mapping[str, Any] | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run the stage; returns its summary (``skipped=True`` when nothing changed)."""
+    started = time.perf_counter()
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    cfg = EmbedConfig.from_dict(config)
+    weights = resolve_weights(dict(cfg.weights), dict(cfg.weights))
+    inputs = _inputs(ws)
+    if not force and ws.is_current(STAGE, fingerprint(cfg.to_dict(), inputs)):
+        return {**ws.stage_record(STAGE)["summary"], "skipped": True}
+
+    lesions = ws.table("lesions")
+    summary: dict[str, Any] = {"device": str(resolve_device(cfg.train.device))}
+    lesion_fp = fingerprint(_lesion_config(cfg), _lesion_inputs(inputs))
+    previous = (ws.stage_record(STAGE) or {}).get("summary", {})
+    if not force and previous.get("lesion_fingerprint") == lesion_fp and _exist(ws, LESIONS,
+                                                                                  FAILURES):
+        lesion_table = pd.read_parquet(ws.path(LESIONS))
+        summary.update(reused_lesion_embeddings=True,
+                       training=previous.get("training", {}))
+    else:
+        lesion_table, failures, training = _embed_lesions(ws, cfg, lesions, force, progress)
+        write_parquet(failures, ws.path(FAILURES))
+        write_parquet(lesion_table, ws.path(LESIONS))
+        summary.update(reused_lesion_embeddings=False, training=training)
+    summary["lesion_fingerprint"] = lesion_fp
+
+    patients = _patient_vectors(ws, cfg, lesion_table, lesions, weights)
+    _write_patients(patients, weights, ws.path(PATIENTS))
+    n_failed = len(pd.read_parquet(ws.path(FAILURES)))
+    summary.update(
+        lesions=len(lesion_table), failed_lesions=n_failed, patients=len(patients),
+        patients_with_records=int(patients["has_records"].sum()), weights=weights,
+    )
+    outputs = [LESIONS, PATIENTS, FAILURES, LESION_MODEL]
+    if ws.path(RECORD_MODEL).exists():
+        outputs.append(RECORD_MODEL)
+    ws.record_stage(STAGE, config=cfg.to_dict(), inputs=inputs, outputs=outputs,
+                    seconds=time.perf_counter() - started, summary=summary)
+    return {**summary, "skipped": False}
+
+
+def _inputs(ws: Workspace) -> dict[str, str]:
+    """What the stage depends on: the ingest (which hashes the images) and the tables."""
+    ingest = ws.stage_record("ingest")
+    if ingest is None:
+        raise InputError(ws.root, "the workspace holds no ingested cohort",
+                         "run `patientgraph ingest deeplesion ...` into it first")
+    inputs = {"images": ingest.get("inputs", {}).get("images", ingest["fingerprint"])}
+    for name in ("patients", "studies", "lesions", "records"):
+        inputs[name] = file_sha256(ws.table_path(name)) if ws.table_path(name).exists() else ""
+    return inputs
+
+
+def _lesion_inputs(inputs: Mapping[str, str]) -> dict[str, str]:
+    return {k: inputs[k] for k in ("images", "studies", "lesions")}
+
+
+def _lesion_config(cfg: EmbedConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    return {k: d[k] for k in ("crop", "encoder", "train", "encoder_checkpoint")}
+
+
+def _exist(ws: Workspace, *paths: str) -> bool:
+    return all(ws.path(p).exists() for p in paths)
+
+
+def _embed_lesions(
+    ws: Workspace, cfg: EmbedConfig, lesions: pd.DataFrame, force: bool,
+    progress: Progress | None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Read crops, train (or load) the encoder, embed: (lesion table, failures, training)."""
+    crops = read_crops(lesions, ws.image_root(), cfg.crop, workers=cfg.workers,
+                       progress=progress)
+    failures = crops.failures(lesions)
+    _check_failures(failures, len(lesions), cfg.on_image_error)
+    ok = crops.ok
+    readable = lesions[ok].reset_index(drop=True)
+    encoder, training = _encoder(ws, cfg, crops.hu[ok], readable, progress)
+    vectors = embed_crops(encoder, crops.hu[ok], lesion_locations(readable),
+                          batch_size=cfg.inference_batch_size, device=cfg.train.device,
+                          progress=progress)
+    table = pd.DataFrame({"lesion_id": readable["lesion_id"].astype(str),
+                          "embedding": list(vectors)})
+    return table, failures, training
+
+
+def _check_failures(failures: pd.DataFrame, n_lesions: int, on_image_error: str) -> None:
+    if failures.empty:
+        return
+    if on_image_error not in ("skip", "raise"):
+        raise InputError(None, f"embed option on_image_error is {on_image_error!r}",
+                         "use skip (embed what can be read) or raise")
+    if on_image_error == "raise" or len(failures) == n_lesions:
+        first = failures.iloc[0]
+        what = "no lesion image could be read" if len(failures) == n_lesions else (
+            f"{len(failures)} lesion image(s) could not be read")
+        raise InputError(
+            None, f"{what}; the first, lesions row {int(first['source_row'])}: "
+            f"{first['problem']}",
+            "repair or restore the images, or set the embed option on_image_error to skip "
+            "to embed the others and list the failures in embeddings/failures.parquet",
+        )
+
+
+def _encoder(ws: Workspace, cfg: EmbedConfig, hu: np.ndarray, lesions: pd.DataFrame,
+             progress: Progress | None) -> tuple[LesionEncoder, dict[str, Any]]:
+    """The given checkpoint, or an encoder trained on this cohort (and saved)."""
+    if cfg.encoder_checkpoint:
+        encoder = load_encoder(cfg.encoder_checkpoint, expect_crop=cfg.crop,
+                               expect_encoder=cfg.encoder)
+        metadata = read_checkpoint(cfg.encoder_checkpoint).get("metadata", {})
+        training = {"checkpoint": str(cfg.encoder_checkpoint), **metadata}
+    else:
+        result = train_lesion_encoder(hu, lesions, ws.table("studies"), cfg,
+                                      progress=progress)
+        encoder, training = result.encoder, result.summary()
+    save_encoder(encoder, ws.path(LESION_MODEL), metadata=training)
+    return encoder, training
+
+
+def _patient_vectors(ws: Workspace, cfg: EmbedConfig, lesion_table: pd.DataFrame,
+                     lesions: pd.DataFrame, weights: Mapping[str, float]) -> pd.DataFrame:
+    """One row per patient: fused embedding and the modality parts."""
+    patient_ids = ws.table("patients")["patient_id"].astype(str).tolist()
+    lesion_patient = lesion_table["lesion_id"].map(
+        lesions.set_index("lesion_id")["patient_id"]).astype(str).to_numpy()
+    vectors = np.stack(lesion_table["embedding"].to_numpy()) if len(lesion_table) else (
+        np.zeros((0, cfg.encoder.embedding_dim), np.float32))
+    parts = {"imaging": pool_lesions(patient_ids, lesion_patient, vectors)}
+    parts["records"], has_records = _record_vectors(ws, cfg, patient_ids)
+    fused = fuse(parts, weights)
+    n_lesions = pd.Series(lesion_patient).value_counts().reindex(patient_ids, fill_value=0)
+    return pd.DataFrame({
+        "patient_id": patient_ids,
+        "embedding": list(fused),
+        **{m: list(parts[m]) for m in MODALITIES},
+        "n_lesions": n_lesions.to_numpy(dtype="int64"),
+        "has_records": has_records,
+    })
+
+
+def _record_vectors(ws: Workspace, cfg: EmbedConfig,
+                    patient_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Record embeddings per patient (zero, has_records False, where there is no record)."""
+    records = ws.table("records")
+    dim = cfg.tabular.embedding_dim
+    covariates = [c for c in records.columns if c != "patient_id"]
+    if records.empty or not covariates:
+        ws.path(RECORD_MODEL).unlink(missing_ok=True)
+        return np.zeros((len(patient_ids), dim), np.float32), np.zeros(len(patient_ids), bool)
+    encoder = RecordEncoder(cfg.tabular).fit(records)
+    with atomic_path(ws.path(RECORD_MODEL), suffix=".pt") as tmp:
+        torch.save(encoder.state(), tmp)
+    vectors = pd.DataFrame(encoder.transform(records), index=records["patient_id"].astype(str))
+    present = pd.Index(patient_ids).isin(vectors.index)
+    out = vectors.reindex(patient_ids).fillna(0.0).to_numpy(dtype=np.float32)
+    return out, present
+
+
+def _write_patients(patients: pd.DataFrame, weights: Mapping[str, float], path: Path) -> None:
+    patients = patients.copy()
+    patients.attrs[WEIGHTS_KEY] = json.dumps(dict(weights))
+    write_parquet(patients, path)
+
+
+def default_weights(patients: pd.DataFrame) -> dict[str, float]:
+    """The default modality weights stored with ``patients.parquet``."""
+    raw = patients.attrs.get(WEIGHTS_KEY)
+    return json.loads(raw) if raw else {m: 1.0 / len(MODALITIES) for m in MODALITIES}

@@ -1,0 +1,316 @@
+"""Training the lesion encoder with the weak labels of an archive (:mod:`embed.labels`).
+
+Each step draws a batch of training lesions (``labelled_share`` of them typed and
+class-balanced, a share of the rest as mined same-lesion pairs), makes two random views of
+each (:mod:`embed.augment`) and minimises
+
+* a soft contrastive loss in which a view's positives are its other view (self-supervision,
+  every lesion), the same lesion in the next study and lesions of the same coarse type
+  (:mod:`embed.losses`);
+* a proxy loss: cross-entropy of the cosine similarity to one learnable vector per type,
+  for typed lesions (stable class centres when labelled lesions are few);
+* a regression of location and size from the embedding.
+
+After every epoch the embedding of the validation patients is scored (type precision@10,
+or same-lesion top-1 on mined pairs where no types exist); the best epoch's weights are kept
+and training stops after ``patience`` epochs without improvement. Reproducible on the CPU
+for a given seed and thread count.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from embed.augment import random_view
+from embed.config import EmbedConfig, TrainConfig
+from embed.crops import lesion_locations
+from embed.encoder import LesionEncoder
+from embed.inference import amp_dtype, autocast, embed_crops, resolve_device
+from embed.labels import (
+    HOLDOUT,
+    TRAIN,
+    VALIDATION,
+    location_size_targets,
+    mine_same_lesion_pairs,
+    split_patients,
+    standardise,
+    tracks,
+    type_labels,
+)
+from embed.losses import masked_regression_loss, positive_weights, soft_contrastive_loss
+from embed.metrics import precision_at_k, same_lesion_top1
+from patientgraph.errors import InputError
+from patientgraph.schema import COARSE_TYPES
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class TrainingResult:
+    """A trained encoder and how it got there."""
+
+    encoder: LesionEncoder
+    metric: str
+    best_score: float
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+    patients: dict[str, int] = field(default_factory=dict)
+    labelled_lesions: int = 0
+    mined_pairs: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        """JSON-able facts for the manifest and the checkpoint."""
+        return {
+            "metric": self.metric, "best_score": self.best_score, "best_epoch": self.best_epoch,
+            "epochs_run": len(self.history), "patients": self.patients,
+            "labelled_lesions": self.labelled_lesions, "mined_pairs": self.mined_pairs,
+            "seconds": round(self.seconds, 1), "history": self.history,
+        }
+
+
+@dataclass
+class _Data:
+    """Per-lesion training arrays, restricted to lesions whose crop was read."""
+
+    hu: np.ndarray
+    role: np.ndarray
+    patient: np.ndarray
+    study: np.ndarray
+    location: np.ndarray
+    types: np.ndarray
+    track: np.ndarray
+    targets: np.ndarray
+    pairs: pd.DataFrame
+
+
+class BatchSampler:
+    """Draws batches of training-lesion positions: typed lesions class-balanced, mined
+    pairs together, the rest uniformly."""
+
+    def __init__(self, train: np.ndarray, types: np.ndarray, track: np.ndarray,
+                 batch_size: int, labelled_share: float, rng: np.random.Generator):
+        self.train, self.batch_size, self.rng = train, batch_size, rng
+        typed = train[types[train] >= 0]
+        self.by_type = [typed[types[typed] == t] for t in np.unique(types[typed])]
+        self.n_labelled = int(round(batch_size * labelled_share)) if self.by_type else 0
+        in_track = train[track[train] >= 0]
+        self.track_members = pd.Series(in_track).groupby(track[in_track]).agg(list).tolist()
+
+    def __call__(self) -> np.ndarray:
+        picks = [self._typed(self.n_labelled)]
+        rest = self.batch_size - self.n_labelled
+        if self.track_members:
+            picks.append(self._pairs(rest // 4))
+        picks.append(self.rng.choice(self.train, self.batch_size - sum(map(len, picks))))
+        return np.concatenate(picks).astype(np.int64)
+
+    def _typed(self, n: int) -> np.ndarray:
+        if n == 0:
+            return np.empty(0, np.int64)
+        groups = self.rng.integers(len(self.by_type), size=n)
+        return np.array([self.rng.choice(self.by_type[g]) for g in groups], np.int64)
+
+    def _pairs(self, n_pairs: int) -> np.ndarray:
+        chosen = self.rng.integers(len(self.track_members), size=n_pairs)
+        out = [self.rng.choice(self.track_members[c], 2, replace=False) for c in chosen]
+        return np.concatenate(out) if out else np.empty(0, np.int64)
+
+
+def train_lesion_encoder(
+    hu: np.ndarray,
+    lesions: pd.DataFrame,
+    studies: pd.DataFrame,
+    config: EmbedConfig,
+    *,
+    progress: Progress | None = None,
+) -> TrainingResult:
+    """Train a :class:`LesionEncoder` on the HU crops of ``lesions`` (same row order).
+
+    Rows with a NaN crop must be removed by the caller. ``progress(step, total_steps)`` is
+    called after every step.
+    """
+    started = time.perf_counter()
+    tc = config.train
+    data = _prepare_data(hu, lesions, studies, config)
+    train = np.flatnonzero(data.role == TRAIN)
+    device = resolve_device(tc.device)
+    torch.manual_seed(tc.seed)
+    model = LesionEncoder(config.encoder, config.crop).to(
+        device, memory_format=torch.channels_last)
+    heads = TrainingHeads(config.encoder.embedding_dim, data.targets.shape[1]).to(device)
+    params = list(model.parameters()) + list(heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=tc.learning_rate, weight_decay=tc.weight_decay)
+    steps = tc.steps_per_epoch or max(1, math.ceil(len(train) / tc.batch_size))
+    schedule = _cosine_schedule(optimizer, steps * tc.max_epochs, warmup=min(steps, 50))
+    scaler = torch.amp.GradScaler(enabled=amp_dtype(device) == torch.float16)
+    sampler = BatchSampler(train, data.types, data.track, tc.batch_size, tc.labelled_share,
+                           np.random.default_rng(tc.seed))
+    generator = torch.Generator().manual_seed(tc.seed)
+    validate = _validator(data, config, device)
+
+    result = TrainingResult(model, validate.metric, -math.inf, 0)
+    best_state = copy.deepcopy(model.state_dict())
+    total = steps * tc.max_epochs
+    for epoch in range(1, tc.max_epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        losses = []
+        for step in range(steps):
+            batch = sampler()
+            loss = _step_loss(model, heads, data, batch, generator, device, tc)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            losses.append(float(loss.detach()))
+            if progress:
+                progress((epoch - 1) * steps + step + 1, total)
+        score = validate(model)
+        result.history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4),
+                               validate.metric: round(score, 4),
+                               "seconds": round(time.perf_counter() - t0, 1)})
+        if _improves(score, result.best_score):
+            result.best_score, result.best_epoch = score, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - result.best_epoch >= tc.patience:
+            break
+    if progress:
+        progress(total, total)
+    model.load_state_dict(best_state)
+    roles = pd.Series(data.role).groupby(data.patient).first().value_counts()
+    result.patients = {r: int(roles.get(r, 0)) for r in (TRAIN, VALIDATION, HOLDOUT)}
+    result.labelled_lesions = int((data.types[train] >= 0).sum())
+    result.mined_pairs = len(data.pairs)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _improves(score: float, best: float) -> bool:
+    """Higher is better; an undefined score (NaN: too few validation lesions) counts as an
+    improvement only while nothing better was seen, so the latest weights are kept."""
+    if math.isnan(score):
+        return not best > -math.inf
+    return not score <= best
+
+
+def _prepare_data(hu: np.ndarray, lesions: pd.DataFrame, studies: pd.DataFrame,
+                  config: EmbedConfig) -> _Data:
+    tc = config.train
+    table = lesions.reset_index(drop=True)
+    roles = split_patients(table, holdout_split=tc.holdout_split,
+                           validation_share=tc.validation_share, seed=tc.seed)
+    role = table["patient_id"].astype(str).map(roles).to_numpy()
+    if not (role == TRAIN).any():
+        raise InputError(
+            None, "no patient is left to train the lesion encoder on: every patient is held "
+            f"out (split {tc.holdout_split}) or kept for validation",
+            "set the embed option train.holdout_split to null to train on every patient, or "
+            "lower train.validation_share")
+    pairs = mine_same_lesion_pairs(table, studies, tc.same_lesion_max_distance)
+    track = tracks(len(table), pairs)
+    targets = location_size_targets(table)
+    return _Data(
+        hu=hu, role=role, patient=table["patient_id"].astype(str).to_numpy(),
+        study=table["study_id"].astype(str).to_numpy(), location=lesion_locations(table),
+        types=type_labels(table), track=track,
+        targets=standardise(targets, targets[role == TRAIN]), pairs=pairs,
+    )
+
+
+class TrainingHeads(nn.Module):
+    """What training adds on top of the embedding and throws away after: a linear
+    regression of location and size, and one learnable proxy vector per coarse type."""
+
+    def __init__(self, embedding_dim: int, n_targets: int):
+        super().__init__()
+        self.regression = nn.Linear(embedding_dim, n_targets)
+        self.proxies = nn.Parameter(torch.randn(max(COARSE_TYPES) + 1, embedding_dim) * 0.1)
+
+    def type_logits(self, z: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Cosine similarity to each type's proxy, over the temperature."""
+        return z @ F.normalize(self.proxies, dim=1).T / temperature
+
+
+def _step_loss(model: LesionEncoder, heads: TrainingHeads, data: _Data, batch: np.ndarray,
+               generator: torch.Generator, device: torch.device,
+               tc: TrainConfig) -> torch.Tensor:
+    crops = torch.from_numpy(data.hu[batch].astype(np.float32))
+    views = torch.cat([random_view(crops, generator), random_view(crops, generator)])
+    lesion = torch.from_numpy(np.tile(batch, 2))
+    weights = positive_weights(
+        lesion, torch.from_numpy(np.tile(data.track[batch], 2)),
+        torch.from_numpy(np.tile(data.types[batch], 2)),
+        same_lesion_weight=tc.same_lesion_weight, type_weight=tc.type_weight,
+    ).to(device)
+    targets = torch.from_numpy(np.tile(data.targets[batch], (2, 1))).to(device)
+    location = torch.from_numpy(np.tile(data.location[batch], (2, 1)))
+    with autocast(device):
+        z = model(views.to(device), location.to(device))
+    z = z.float()
+    loss = soft_contrastive_loss(z, weights, tc.temperature)
+    regression = masked_regression_loss(heads.regression(z), targets, ~torch.isnan(targets))
+    types = torch.from_numpy(np.tile(data.types[batch], 2)).to(device)
+    typed = types >= 0
+    if typed.any():
+        proxy = F.cross_entropy(heads.type_logits(z[typed], tc.temperature), types[typed])
+        loss = loss + tc.proxy_weight * proxy
+    return loss + tc.location_weight * regression
+
+
+class _Validator:
+    """Scores the current encoder on the validation patients (higher is better)."""
+
+    def __init__(self, metric: str, rows: np.ndarray, data: _Data, config: EmbedConfig,
+                 device: torch.device, queries=None):
+        self.metric, self.rows, self.data = metric, rows, data
+        self.config, self.device, self.queries = config, device, queries
+
+    def __call__(self, model: LesionEncoder) -> float:
+        if len(self.rows) == 0:
+            return 0.0
+        vectors = embed_crops(model, self.data.hu[self.rows], self.data.location[self.rows],
+                              device=self.device, batch_size=self.config.inference_batch_size)
+        if self.queries is None:
+            return precision_at_k(vectors, self.data.types[self.rows],
+                                  self.data.patient[self.rows], k=10)
+        query, candidates, answer = self.queries
+        return same_lesion_top1(vectors, query, candidates, answer)
+
+
+def _validator(data: _Data, config: EmbedConfig, device: torch.device) -> _Validator:
+    """Type precision@10 on typed validation lesions, else mined same-lesion top-1."""
+    validation = data.role == VALIDATION
+    typed = np.flatnonzero(validation & (data.types >= 0))
+    if len(np.unique(data.patient[typed])) >= 2:
+        return _Validator("type_precision@10", typed, data, config, device)
+    rows = np.flatnonzero(validation)
+    local = pd.Series(np.arange(len(rows)), index=rows)
+    pairs = data.pairs[data.pairs["a"].isin(local.index) & data.pairs["b"].isin(local.index)]
+    query = local[pairs["a"]].to_numpy()
+    answer = local[pairs["b"]].to_numpy()
+    study = data.study[rows]
+    candidates = [np.flatnonzero(study == study[b]) for b in answer]
+    return _Validator("same_lesion_top1", rows, data, config, device,
+                      (query, candidates, answer))
+
+
+def _cosine_schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

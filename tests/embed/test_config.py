@@ -1,0 +1,38 @@
+"""Stage options: presets, nested overrides and typos."""
+
+from __future__ import annotations
+
+import pytest
+
+from embed.config import FAST, EmbedConfig, crop_from_dict
+from patientgraph.errors import InputError
+
+
+def test_defaults_and_presets():
+    assert EmbedConfig.from_dict({}) == EmbedConfig()
+    assert EmbedConfig.from_dict({"preset": "fast"}) == FAST
+    assert EmbedConfig().crop.channels == 9
+    assert EmbedConfig().encoder.embedding_dim == 128
+
+
+def test_nested_overrides_and_round_trip():
+    cfg = EmbedConfig.from_dict({"preset": "fast", "train": {"max_epochs": 7},
+                                 "crop": {"windows": ["lung", "bone"]},
+                                 "weights": {"imaging": 1.0, "records": 0.0}})
+    assert cfg.train.max_epochs == 7 and cfg.train.batch_size == FAST.train.batch_size
+    assert cfg.crop.windows == ("lung", "bone")
+    d = cfg.to_dict()
+    assert d["weights"] == {"imaging": 1.0, "records": 0.0}
+    assert crop_from_dict(d["crop"]) == cfg.crop
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"trian": {}}, "unknown option embed.trian. Did you mean 'train'"),
+    ({"train": {"max_epoch": 3}}, "embed.train.max_epoch. Did you mean 'max_epochs'"),
+    ({"preset": "fsat"}, "Did you mean 'fast'"),
+    ({"train": 3}, "must be a mapping"),
+    ({"weights": [1, 2]}, "not a mapping"),
+])
+def test_bad_options_are_input_errors(config, message):
+    with pytest.raises(InputError, match=message):
+        EmbedConfig.from_dict(config)

@@ -1,0 +1,61 @@
+"""Lesion crops: windows as imaging defines them, parallel reading, failures reported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from embed.config import FAST
+from embed.crops import CTWindows, lesion_locations, read_crops, series_order, window_bounds
+from patientgraph.imaging import apply_windows, lesion_crop
+
+
+def test_ct_windows_match_imaging_apply_windows():
+    hu = np.random.default_rng(0).uniform(-1200, 1500, size=(2, 3, 8, 8)).astype(np.float32)
+    windows = ("lung", "soft_tissue", (-100.0, 300.0))
+    ours = CTWindows(windows)(torch.from_numpy(hu)).numpy()
+    for b in range(2):
+        for s in range(3):
+            expected = apply_windows(hu[b, s], windows)
+            assert ours[b, 3 * s:3 * s + 3] == pytest.approx(expected, abs=1e-6)
+
+
+def test_unknown_window_suggests_a_name():
+    with pytest.raises(ValueError, match="Did you mean 'soft_tissue'"):
+        window_bounds(["soft_tisue"])
+
+
+def test_read_crops_in_table_order(ingested):
+    lesions = ingested.table("lesions")
+    crops = read_crops(lesions, ingested.image_root(), FAST.crop, workers=2)
+    assert crops.hu.shape == (len(lesions), 3, 32, 32) and crops.hu.dtype == np.float16
+    assert not crops.problems and crops.ok.all()
+    expected = lesion_crop(lesions.iloc[5], ingested.image_root(), size_mm=64.0, out_px=32)
+    assert crops.hu[5].astype(np.float32) == pytest.approx(expected, abs=1.0)
+
+
+def test_unreadable_image_is_reported_not_fatal(ingested, tmp_path):
+    lesions = ingested.table("lesions").head(6).copy()
+    lesions.loc[2, "series_ref"] = "missing_series"
+    progress = []
+    crops = read_crops(lesions, ingested.image_root(), FAST.crop, workers=0,
+                       progress=lambda done, total: progress.append((done, total)))
+    assert list(crops.problems) == [2] and "does not exist" in crops.problems[2]
+    assert crops.ok.tolist() == [True, True, False, True, True, True]
+    failures = crops.failures(lesions)
+    assert failures["lesion_id"].tolist() == [lesions.loc[2, "lesion_id"]]
+    assert progress[-1] == (6, 6)
+
+
+def test_series_order_groups_series():
+    lesions = pd.DataFrame({"series_ref": ["b", "a", "b", "a"], "key_slice": [5, 9, 2, 1]})
+    assert series_order(lesions).tolist() == [3, 1, 2, 0]
+
+
+def test_lesion_locations_nan_when_absent():
+    table = pd.DataFrame({"loc_x": [0.1, None], "loc_y": [0.2, 0.3], "loc_z": [0.3, 0.4]})
+    loc = lesion_locations(table)
+    assert loc.dtype == np.float32 and np.isnan(loc[1, 0])
+    assert np.isnan(lesion_locations(pd.DataFrame({"x": [1]}))).all()

@@ -1,0 +1,64 @@
+"""Training the lesion encoder on a tiny cohort: reproducible, split by patient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from embed.config import EmbedConfig
+from embed.crops import read_crops
+from embed.labels import HOLDOUT, split_patients
+from embed.train import BatchSampler, train_lesion_encoder
+from patientgraph.errors import InputError
+
+FAST = EmbedConfig.from_dict({"preset": "fast"})
+
+
+@pytest.fixture(scope="module")
+def crops(ingested):
+    return read_crops(ingested.table("lesions"), ingested.image_root(), FAST.crop, workers=0).hu
+
+
+def test_training_is_reproducible_on_the_cpu(ingested, crops):
+    lesions, studies = ingested.table("lesions"), ingested.table("studies")
+    steps = []
+    a = train_lesion_encoder(crops, lesions, studies, FAST,
+                             progress=lambda done, total: steps.append((done, total)))
+    b = train_lesion_encoder(crops, lesions, studies, FAST)
+    for (name, x), (_, y) in zip(a.encoder.state_dict().items(),
+                                 b.encoder.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    assert steps[-1] == (8, 8)  # 2 epochs x 4 steps
+    summary = a.summary()
+    assert summary["epochs_run"] == len(summary["history"]) >= 1
+    assert summary["patients"]["holdout"] == (split_patients(lesions) == HOLDOUT).sum()
+    assert np.isfinite([h["loss"] for h in summary["history"]]).all()
+
+
+def test_other_seed_other_weights(ingested, crops):
+    lesions, studies = ingested.table("lesions"), ingested.table("studies")
+    other = EmbedConfig.from_dict({"preset": "fast", "train": {"seed": 1}})
+    a = train_lesion_encoder(crops, lesions, studies, FAST).encoder
+    b = train_lesion_encoder(crops, lesions, studies, other).encoder
+    assert not torch.equal(a.projection[0].weight, b.projection[0].weight)
+
+
+def test_everyone_held_out_is_an_error(ingested, crops):
+    lesions = ingested.table("lesions").assign(split=3)
+    lesions["split"] = lesions["split"].astype("Int64")
+    with pytest.raises(InputError, match="no patient is left.*holdout_split to null"):
+        train_lesion_encoder(crops, lesions, ingested.table("studies"), FAST)
+
+
+def test_batch_sampler_mixes_typed_paired_and_random_lesions():
+    train = np.arange(40)
+    types = np.where(train < 10, train % 2 + 1, -1)
+    track = np.where((train >= 20) & (train < 30), (train - 20) // 2, -1)
+    sampler = BatchSampler(train, types, track, batch_size=16, labelled_share=0.5,
+                           rng=np.random.default_rng(0))
+    batch = sampler()
+    assert len(batch) == 16
+    assert (types[batch[:8]] >= 0).all()  # the typed half
+    pairs = batch[8:10]
+    assert track[pairs[0]] == track[pairs[1]] >= 0  # a mined pair, both members
