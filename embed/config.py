@@ -75,12 +75,12 @@ class TrainConfig:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     temperature: float = 0.1
-    type_weight: float = 1.0
+    type_weight: float = 3.0
     proxy_weight: float = 1.0
     same_lesion_weight: float = 1.0
     location_weight: float = 1.0
-    labelled_share: float = 0.5
-    validation_share: float = 0.3
+    labelled_share: float = 0.75
+    validation_share: float = 0.2
     holdout_split: int | None = 3
     same_lesion_max_distance: float = 0.06
     device: str = "auto"
