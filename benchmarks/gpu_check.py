@@ -47,16 +47,16 @@ def train_throughput(device: torch.device, steps: int, batch_size: int = 256,
         device, memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler(enabled=amp_dtype(device) == torch.float16)
-    crops = _crops(batch_size, config)
+    crops = _crops(batch_size, config).to(device)
     location = torch.rand(2 * batch_size, 3, device=device)
     lesion = torch.arange(batch_size).repeat(2)
     weights = positive_weights(lesion, torch.full_like(lesion, -1), lesion % 8).to(device)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(device=device).manual_seed(0)
 
     def step() -> None:
         views = torch.cat([random_view(crops, generator), random_view(crops, generator)])
         with autocast(device):
-            z = model(views.to(device, non_blocking=True), location)
+            z = model(views, location)
         loss = soft_contrastive_loss(z.float(), weights, 0.1)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

@@ -34,27 +34,34 @@ class ViewConfig:
 def random_view(
     hu: torch.Tensor, generator: torch.Generator, config: ViewConfig = ViewConfig()
 ) -> torch.Tensor:
-    """A random view of every crop of ``hu`` ``(B, S, H, W)`` (float32 HU)."""
-    b = hu.shape[0]
+    """A random view of every crop of ``hu`` ``(B, S, H, W)`` (float32 HU).
+
+    Random numbers are drawn on the generator's device: keep it on ``hu``'s device (a CUDA
+    generator for CUDA training) so that no noise crosses the bus.
+    """
+    b, device = hu.shape[0], hu.device
     hu = hu.float()
 
-    def uniform(lo: float, hi: float) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(b, generator=generator)
+    def draw(*shape: int, normal: bool = False) -> torch.Tensor:
+        sample = torch.randn if normal else torch.rand
+        return sample(*shape, generator=generator, device=generator.device).to(device)
 
-    angle = uniform(-1, 1) * math.radians(config.max_rotation_deg)
-    scale = 1 + uniform(-1, 1) * config.max_scale
-    mirror = torch.where(torch.rand(b, generator=generator) < config.flip_p, -1.0, 1.0)
-    shift = (torch.rand(b, 2, generator=generator) * 2 - 1) * config.max_shift * 2
+    def uniform(half_width: float) -> torch.Tensor:
+        return (draw(b) * 2 - 1) * half_width
+
+    angle = uniform(math.radians(config.max_rotation_deg))
+    scale = 1 + uniform(config.max_scale)
+    mirror = torch.where(draw(b) < config.flip_p, -1.0, 1.0)
+    shift = (draw(b, 2) * 2 - 1) * config.max_shift * 2
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
     theta = torch.stack([
         torch.stack([cos * mirror, -sin, shift[:, 0]], dim=1),
         torch.stack([sin * mirror, cos, shift[:, 1]], dim=1),
-    ], dim=1).to(hu.device)
+    ], dim=1)
     grid = F.affine_grid(theta, list(hu.shape), align_corners=False)
     out = F.grid_sample(hu, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    flip = (torch.rand(b, generator=generator) < config.slice_flip_p).to(hu.device)
+    flip = draw(b) < config.slice_flip_p
     out = torch.where(flip.view(b, 1, 1, 1), out.flip(1), out)
-    gain = (1 + uniform(-1, 1) * config.hu_gain).to(hu.device).view(b, 1, 1, 1)
-    offset = (uniform(-1, 1) * config.hu_offset).to(hu.device).view(b, 1, 1, 1)
-    noise = torch.randn(out.shape, generator=generator).to(hu.device) * config.noise_hu
-    return out * gain + offset + noise
+    gain = (1 + uniform(config.hu_gain)).view(b, 1, 1, 1)
+    offset = uniform(config.hu_offset).view(b, 1, 1, 1)
+    return out * gain + offset + draw(*out.shape, normal=True) * config.noise_hu

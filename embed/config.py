@@ -16,6 +16,8 @@ from typing import Any
 
 from patientgraph.errors import InputError, did_you_mean
 
+ON_IMAGE_ERROR = ("skip", "raise")
+
 
 @dataclass(frozen=True)
 class CropConfig:
@@ -65,6 +67,13 @@ class TrainConfig:
     Held-out patients (any lesion in ``holdout_split``, DeepLesion's test split) are never
     trained on, so that they stay an honest evaluation set; set it to None to train on
     everyone. ``validation_share`` of the remaining labelled patients decide early stopping.
+
+    Loss weights: ``type_weight`` (same-type positives in the contrastive loss, per anchor,
+    against 1 for the anchor's other view), ``same_lesion_weight`` (mined pairs across
+    studies), ``proxy_weight`` (type proxies), ``location_weight`` (location and size
+    regression). ``labelled_share`` of each batch are typed lesions; ``steps_per_epoch``
+    None means one pass over the training lesions; ``same_lesion_max_distance`` bounds the
+    normalised-location distance of a mined pair; ``device`` is auto, cpu or cuda.
     """
 
     seed: int = 0
@@ -136,7 +145,13 @@ class EmbedConfig:
         base = PRESETS[preset]
         if "weights" in config:
             config["weights"] = _weights_tuple(config["weights"])
-        return _replace(base, config, "embed")
+        out = _replace(base, config, "embed")
+        if out.on_image_error not in ON_IMAGE_ERROR:
+            raise InputError(
+                None, f"embed option on_image_error is {out.on_image_error!r}."
+                f"{did_you_mean(str(out.on_image_error), ON_IMAGE_ERROR)}",
+                "use skip (embed what can be read, list the failures) or raise")
+        return out
 
 
 def _weights_tuple(weights: Any) -> tuple[tuple[str, float], ...]:

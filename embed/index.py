@@ -258,25 +258,25 @@ def unknown_id(value: str, known: Sequence[str], what: str, more: int = 0) -> In
 
 
 def torch_knn(base: np.ndarray, queries: np.ndarray, k: int, *, batch_size: int = 16_384,
-              device: str = "cuda", progress: Progress | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+              device: str = "cuda", half: bool | None = None,
+              progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` inner products of ``queries`` against ``base`` with torch.
 
-    Half precision on CUDA (the scores are recomputed in float32 for the winners), float32
-    on the CPU. Returns ``(scores, positions)`` like ``faiss.Index.search``.
+    ``half`` (default: on CUDA) shortlists ``k + max(k, 16)`` candidates in half precision,
+    then ranks them by float32 scores, so near-ties are ordered as in float32. Returns
+    ``(scores, positions)`` like ``faiss.Index.search``.
     """
     dev = torch.device(device)
-    half = dev.type == "cuda"
+    half = dev.type == "cuda" if half is None else half
     b = torch.from_numpy(np.ascontiguousarray(base)).to(dev)
     b_search = b.half() if half else b
+    shortlist = min(len(base), k + max(k, 16) if half else k)
     scores = np.empty((len(queries), k), np.float32)
     pos = np.empty((len(queries), k), np.int64)
     for start in range(0, len(queries), batch_size):
         q = torch.from_numpy(np.ascontiguousarray(queries[start:start + batch_size])).to(dev)
-        top = (q.half() if half else q) @ b_search.T
-        idx = top.topk(min(k, len(base)), dim=1).indices
-        exact = (b[idx] * q[:, None, :]).sum(-1)
-        exact, order = exact.sort(dim=1, descending=True)
+        idx = ((q.half() if half else q) @ b_search.T).topk(shortlist, dim=1).indices
+        exact, order = (b[idx] * q[:, None, :]).sum(-1).topk(min(k, shortlist), dim=1)
         stop = start + len(q)
         scores[start:stop] = _pad_cols(exact.cpu().numpy(), k, np.nan)
         pos[start:stop] = _pad_cols(idx.gather(1, order).cpu().numpy(), k, -1)

@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embed.fusion import MODALITIES, contributions, resolve_weights, split_parts
+from embed.fusion import (
+    MODALITIES,
+    contributions,
+    resolve_weights,
+    split_parts,
+    weighted_query,
+)
 from embed.index import VectorIndex
 from embed.index_stage import INDEX_DIR
 from embed.stage import PATIENTS, default_weights
@@ -48,10 +54,12 @@ def similar_patients(
                                                                  columns=["patient_id"])))
     dims = _part_dims(ws)
     query = split_parts(index.vectors([patient_id])[0], dims)
-    weighted = np.concatenate([w[m] * query[m] for m in MODALITIES])
     allowed = None if among is None else [str(p) for p in among if str(p) != patient_id]
-    ids, _ = index.search(weighted, k + 1, among=allowed)
-    found = [i for i in ids[0] if i is not None and i != patient_id][:k]
+    found: list[str] = []
+    if allowed is None or allowed:
+        weighted = weighted_query({m: q[None] for m, q in query.items()}, w)
+        ids, _ = index.search(weighted, k + 1, among=allowed)
+        found = [i for i in ids[0] if i is not None and i != patient_id][:k]
     candidates = split_parts(index.vectors(found), dims) if found else {
         m: np.zeros((0, d), np.float32) for m, d in dims.items()}
     parts = contributions(query, candidates, w)

@@ -60,7 +60,7 @@ def run(
     started = time.perf_counter()
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     cfg = EmbedConfig.from_dict(config)
-    weights = resolve_weights(dict(cfg.weights), dict(cfg.weights))
+    weights = resolve_weights(dict(cfg.weights), {})
     inputs = _inputs(ws)
     if not force and ws.is_current(STAGE, fingerprint(cfg.to_dict(), inputs)):
         return {**ws.stage_record(STAGE)["summary"], "skipped": True}
@@ -144,9 +144,6 @@ def _embed_lesions(
 def _check_failures(failures: pd.DataFrame, n_lesions: int, on_image_error: str) -> None:
     if failures.empty:
         return
-    if on_image_error not in ("skip", "raise"):
-        raise InputError(None, f"embed option on_image_error is {on_image_error!r}",
-                         "use skip (embed what can be read) or raise")
     if on_image_error == "raise" or len(failures) == n_lesions:
         first = failures.iloc[0]
         what = "no lesion image could be read" if len(failures) == n_lesions else (

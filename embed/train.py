@@ -156,7 +156,7 @@ def train_lesion_encoder(
     scaler = torch.amp.GradScaler(enabled=amp_dtype(device) == torch.float16)
     sampler = BatchSampler(train, data.types, data.track, tc.batch_size, tc.labelled_share,
                            np.random.default_rng(tc.seed))
-    generator = torch.Generator().manual_seed(tc.seed)
+    generator = torch.Generator(device=device).manual_seed(tc.seed)
     validate = _validator(data, config, device)
 
     result = TrainingResult(model, validate.metric, -math.inf, 0)
@@ -246,7 +246,7 @@ class TrainingHeads(nn.Module):
 def _step_loss(model: LesionEncoder, heads: TrainingHeads, data: _Data, batch: np.ndarray,
                generator: torch.Generator, device: torch.device,
                tc: TrainConfig) -> torch.Tensor:
-    crops = torch.from_numpy(data.hu[batch].astype(np.float32))
+    crops = torch.from_numpy(data.hu[batch].astype(np.float32)).to(device, non_blocking=True)
     views = torch.cat([random_view(crops, generator), random_view(crops, generator)])
     lesion = torch.from_numpy(np.tile(batch, 2))
     weights = positive_weights(
@@ -257,7 +257,7 @@ def _step_loss(model: LesionEncoder, heads: TrainingHeads, data: _Data, batch: n
     targets = torch.from_numpy(np.tile(data.targets[batch], (2, 1))).to(device)
     location = torch.from_numpy(np.tile(data.location[batch], (2, 1)))
     with autocast(device):
-        z = model(views.to(device), location.to(device))
+        z = model(views, location.to(device))
     z = z.float()
     loss = soft_contrastive_loss(z, weights, tc.temperature)
     regression = masked_regression_loss(heads.regression(z), targets, ~torch.isnan(targets))

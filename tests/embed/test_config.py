@@ -32,6 +32,7 @@ def test_nested_overrides_and_round_trip():
     ({"preset": "fsat"}, "Did you mean 'fast'"),
     ({"train": 3}, "must be a mapping"),
     ({"weights": [1, 2]}, "not a mapping"),
+    ({"on_image_error": "skp"}, "Did you mean 'skip'"),
 ])
 def test_bad_options_are_input_errors(config, message):
     with pytest.raises(InputError, match=message):

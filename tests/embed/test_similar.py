@@ -44,6 +44,7 @@ def test_restrict_to_a_cohort(embedded):
     ids = list(_patients(embedded).index)
     found = similar_patients(embedded, ids[0], k=10, among=ids[3:6] + [ids[0]])
     assert set(found["patient_id"]) == set(ids[3:6])
+    assert similar_patients(embedded, ids[0], among=[]).empty
 
 
 def test_unknown_patient_suggests_close_ids(embedded):

@@ -73,6 +73,7 @@ def test_new_weights_reuse_the_lesion_embeddings(embedded_copy):
     assert not summary["skipped"] and summary["reused_lesion_embeddings"]
     assert tree_digest(embedded_copy.path("embeddings"))["lesions.parquet"] == lesions_before
     patients = pd.read_parquet(embedded_copy.path(stage.PATIENTS))
+    assert stage.default_weights(patients) == {"imaging": 1.0, "records": 0.0}
     fused, imaging = _matrix(patients["embedding"]), _matrix(patients["imaging"])
     assert fused[:, :128] == pytest.approx(imaging) and not fused[:, 128:].any()
 

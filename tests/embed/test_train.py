@@ -62,3 +62,12 @@ def test_batch_sampler_mixes_typed_paired_and_random_lesions():
     assert (types[batch[:8]] >= 0).all()  # the typed half
     pairs = batch[8:10]
     assert track[pairs[0]] == track[pairs[1]] >= 0  # a mined pair, both members
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_cuda_with_mixed_precision(ingested, crops):
+    config = EmbedConfig.from_dict({"preset": "fast", "train": {"device": "cuda"}})
+    result = train_lesion_encoder(crops, ingested.table("lesions"), ingested.table("studies"),
+                                  config)
+    assert next(result.encoder.parameters()).is_cuda
+    assert np.isfinite([h["loss"] for h in result.history]).all()
