@@ -34,6 +34,23 @@ def precision_at_k(
     return float((hits.sum(axis=1)[has] / n_valid[has]).mean()) if has.any() else float("nan")
 
 
+def gallery_precision_at_k(
+    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray,
+    gallery_labels: np.ndarray, k: int = 10,
+) -> float:
+    """Mean share of each query's ``k`` nearest gallery items (cosine) with its label.
+
+    For queries and a gallery from different patients (validation against training
+    patients): a steadier score than retrieval among a few validation patients.
+    """
+    if len(queries) == 0 or len(gallery) == 0:
+        return float("nan")
+    sims = _unit(queries) @ _unit(gallery).T
+    k = min(k, len(gallery))
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    return float((gallery_labels[top] == query_labels[:, None]).mean())
+
+
 def same_lesion_top1(
     vectors: np.ndarray, query: np.ndarray, candidates: list[np.ndarray], answer: np.ndarray
 ) -> float:

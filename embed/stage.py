@@ -75,7 +75,7 @@ def run(
         summary.update(reused_lesion_embeddings=True,
                        training=previous.get("training", {}))
     else:
-        lesion_table, failures, training = _embed_lesions(ws, cfg, lesions, force, progress)
+        lesion_table, failures, training = _embed_lesions(ws, cfg, lesions, progress)
         write_parquet(failures, ws.path(FAILURES))
         write_parquet(lesion_table, ws.path(LESIONS))
         summary.update(reused_lesion_embeddings=False, training=training)
@@ -122,8 +122,7 @@ def _exist(ws: Workspace, *paths: str) -> bool:
 
 
 def _embed_lesions(
-    ws: Workspace, cfg: EmbedConfig, lesions: pd.DataFrame, force: bool,
-    progress: Progress | None,
+    ws: Workspace, cfg: EmbedConfig, lesions: pd.DataFrame, progress: Progress | None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Read crops, train (or load) the encoder, embed: (lesion table, failures, training)."""
     crops = read_crops(lesions, ws.image_root(), cfg.crop, workers=cfg.workers,

@@ -11,8 +11,9 @@ each (:mod:`embed.augment`) and minimises
   for typed lesions (stable class centres when labelled lesions are few);
 * a regression of location and size from the embedding.
 
-After every epoch the embedding of the validation patients is scored (type precision@10,
-or same-lesion top-1 on mined pairs where no types exist); the best epoch's weights are kept
+After every epoch the validation patients' lesions are scored (type precision@10 against
+the typed training lesions, or same-lesion top-1 on mined pairs where no types exist); the
+best epoch's weights are kept
 and training stops after ``patience`` epochs without improvement. Reproducible on the CPU
 for a given seed and thread count.
 """
@@ -48,7 +49,7 @@ from embed.labels import (
     type_labels,
 )
 from embed.losses import masked_regression_loss, positive_weights, soft_contrastive_loss
-from embed.metrics import precision_at_k, same_lesion_top1
+from embed.metrics import gallery_precision_at_k, same_lesion_top1
 from patientgraph.errors import InputError
 from patientgraph.schema import COARSE_TYPES
 
@@ -273,28 +274,32 @@ class _Validator:
     """Scores the current encoder on the validation patients (higher is better)."""
 
     def __init__(self, metric: str, rows: np.ndarray, data: _Data, config: EmbedConfig,
-                 device: torch.device, queries=None):
+                 device: torch.device, score: Callable[[np.ndarray], float]):
         self.metric, self.rows, self.data = metric, rows, data
-        self.config, self.device, self.queries = config, device, queries
+        self.config, self.device, self.score = config, device, score
 
     def __call__(self, model: LesionEncoder) -> float:
         if len(self.rows) == 0:
-            return 0.0
+            return float("nan")
         vectors = embed_crops(model, self.data.hu[self.rows], self.data.location[self.rows],
                               device=self.device, batch_size=self.config.inference_batch_size)
-        if self.queries is None:
-            return precision_at_k(vectors, self.data.types[self.rows],
-                                  self.data.patient[self.rows], k=10)
-        query, candidates, answer = self.queries
-        return same_lesion_top1(vectors, query, candidates, answer)
+        return self.score(vectors)
 
 
 def _validator(data: _Data, config: EmbedConfig, device: torch.device) -> _Validator:
-    """Type precision@10 on typed validation lesions, else mined same-lesion top-1."""
+    """Type precision@10 of typed validation lesions against the typed training lesions;
+    without types, top-1 of mined same-lesion pairs among validation lesions."""
     validation = data.role == VALIDATION
-    typed = np.flatnonzero(validation & (data.types >= 0))
-    if len(np.unique(data.patient[typed])) >= 2:
-        return _Validator("type_precision@10", typed, data, config, device)
+    typed = data.types >= 0
+    queries = np.flatnonzero(validation & typed)
+    gallery = np.flatnonzero((data.role == TRAIN) & typed)
+    if len(queries) and len(gallery):
+        rows = np.concatenate([queries, gallery])
+        labels = data.types[rows]
+        n = len(queries)
+        return _Validator(
+            "type_precision@10", rows, data, config, device,
+            lambda v: gallery_precision_at_k(v[:n], labels[:n], v[n:], labels[n:], k=10))
     rows = np.flatnonzero(validation)
     local = pd.Series(np.arange(len(rows)), index=rows)
     pairs = data.pairs[data.pairs["a"].isin(local.index) & data.pairs["b"].isin(local.index)]
@@ -303,7 +308,7 @@ def _validator(data: _Data, config: EmbedConfig, device: torch.device) -> _Valid
     study = data.study[rows]
     candidates = [np.flatnonzero(study == study[b]) for b in answer]
     return _Validator("same_lesion_top1", rows, data, config, device,
-                      (query, candidates, answer))
+                      lambda v: same_lesion_top1(v, query, candidates, answer))
 
 
 def _cosine_schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int):

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embed.metrics import knn_accuracy, linear_probe_accuracy, precision_at_k, same_lesion_top1
+from embed.metrics import (
+    gallery_precision_at_k,
+    knn_accuracy,
+    linear_probe_accuracy,
+    precision_at_k,
+    same_lesion_top1,
+)
 
 
 def test_precision_at_k_excludes_the_query_patient():
@@ -21,6 +27,15 @@ def test_precision_at_k_excludes_the_query_patient():
 def test_precision_at_k_skips_unlabelled_items():
     vectors = np.eye(3, dtype=np.float32)
     assert np.isnan(precision_at_k(vectors, np.array([-1, -1, 1]), np.arange(3)))
+
+
+def test_gallery_precision_at_k():
+    gallery = np.array([[1, 0], [0.9, 0.1], [0, 1]], dtype=np.float32)
+    labels = np.array([1, 1, 2])
+    queries = np.array([[1, 0.05], [0.1, 1]], dtype=np.float32)
+    assert gallery_precision_at_k(queries, np.array([1, 2]), gallery, labels, k=1) == 1.0
+    assert gallery_precision_at_k(queries, np.array([1, 2]), gallery, labels, k=2) == 0.75
+    assert np.isnan(gallery_precision_at_k(queries[:0], labels[:0], gallery, labels))
 
 
 def test_same_lesion_top1():
