@@ -34,17 +34,12 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 
 from patientgraph.atomic import atomic_dir
+from patientgraph.deeplesion import COLUMNS
+from patientgraph.imaging import HU_OFFSET
 
-DL_COLUMNS = (
-    "File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_index",
-    "Measurement_coordinates", "Bounding_boxes", "Lesion_diameters_Pixel_",
-    "Normalized_lesion_location", "Coarse_lesion_type", "Possibly_noisy", "Slice_range",
-    "Spacing_mm_px_", "Image_size", "DICOM_windows", "Patient_gender", "Patient_age",
-    "Train_Val_Test",
-)
-"""The columns of DeepLesion's ``DL_info.csv``, in order."""
+DL_COLUMNS = COLUMNS
+"""The columns of DeepLesion's ``DL_info.csv``, in order (defined once, by the reader)."""
 
-HU_OFFSET = 32768
 BBOX_PAD_PX = 5
 
 # --------------------------------------------------------------------------- cohort parameters
