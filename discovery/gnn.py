@@ -66,7 +66,7 @@ MIN_WEIGHT = 1e-6
 # -- the graph ---------------------------------------------------------------------------------
 
 def patient_graph(patients: pd.DataFrame, records: pd.DataFrame, embeddings: pd.DataFrame,
-                  knn: pd.DataFrame, *, embedding_components: int | None = 16) -> Data:
+                  knn: pd.DataFrame | None, *, embedding_components: int | None = 16) -> Data:
     """The patient graph as a validated ``Data``: one node per row of ``patients``, in order.
 
     ``x`` holds the embedding block (``embedding_components`` principal components, each
@@ -77,9 +77,8 @@ def patient_graph(patients: pd.DataFrame, records: pd.DataFrame, embeddings: pd.
     """
     ids = _unique_ids(patients, "cohort/patients.parquet")
     _unique_ids(records, "cohort/records.parquet")
-    blocks, names, groups = [_embedding_block(ids, embeddings, embedding_components)], [], []
-    names += blocks[0][1]
-    groups += ["embedding"] * len(blocks[0][1])
+    embedding, names = _embedding_block(ids, embeddings, embedding_components)
+    blocks, groups = [embedding], ["embedding"] * len(names)
     table = patients.drop(columns=[c for c in PATIENT_OUTPUTS if c in patients.columns])
     types = {c: property_type(table[c]) for c in table.columns if c != "patient_id"}
     types.update(record_properties(records))
@@ -87,11 +86,11 @@ def patient_graph(patients: pd.DataFrame, records: pd.DataFrame, embeddings: pd.
         records = records.assign(patient_id=records["patient_id"].astype(str))
         table = table.assign(patient_id=ids).merge(records, on="patient_id", how="left")
     for field, type_ in types.items():
-        x, field_names = features(table[[field]], {field: type_})
-        blocks.append((x, field_names))
+        block, field_names = features(table[[field]], {field: type_})
+        blocks.append(block)
         names += field_names
         groups += [field] * len(field_names)
-    x = np.concatenate([b[0] for b in blocks], axis=1).astype(np.float32)
+    x = np.concatenate(blocks, axis=1).astype(np.float32)
     edge_index, edge_weight = _edges(ids, knn)
     data = Data(x=torch.from_numpy(x), edge_index=edge_index, edge_weight=edge_weight,
                 num_nodes=len(ids))
@@ -145,7 +144,10 @@ def _embedding_block(ids: pd.Index, embeddings: pd.DataFrame,
     return block.astype(np.float32), names
 
 
-def _edges(ids: pd.Index, knn: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+def _edges(ids: pd.Index, knn: pd.DataFrame | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if knn is None:
+        raise InputError(KNN, "there is no patient kNN graph, which the GNN risk model needs",
+                         "run the index stage before the discover stage")
     for column in ("src", "dst", "score"):
         if column not in knn.columns:
             raise InputError(KNN, f"there is no {column} column", "rerun the index stage",
@@ -563,7 +565,7 @@ def _linear(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
 # -- the stage-facing fit ----------------------------------------------------------------------
 
 def fit_risk(patients: pd.DataFrame, records: pd.DataFrame, outcomes: pd.DataFrame,
-             patient_embeddings: pd.DataFrame, patient_knn: pd.DataFrame,
+             patient_embeddings: pd.DataFrame, patient_knn: pd.DataFrame | None,
              config: Mapping[str, Any] | None = None
              ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
     """Fit the GNN and the Cox baseline, score both on held-out patients, explain the GNN.

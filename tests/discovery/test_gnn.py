@@ -104,13 +104,16 @@ def test_raw_embedding_columns_when_no_pca():
 @pytest.mark.parametrize(("frame", "column", "match"), [
     (3, "dst", "not in the cohort"),
     (1, "patient_id", "more than once"),
+    (None, None, "no patient kNN graph"),
 ])
 def test_bad_graph_input_is_an_input_error(frame, column, match):
     frames = list(_tiny_frames())
     if frame == 3:
         frames[3].loc[2, "dst"] = "ghost"
-    else:
+    elif frame == 1:
         frames[1].loc[1, "patient_id"] = "a"
+    else:
+        frames[3] = None
     with pytest.raises(InputError, match=match) as error:
         patient_graph(*frames)
     assert error.value.column == column
