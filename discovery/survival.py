@@ -39,7 +39,8 @@ Rules (documented here because they decide what is reported):
   transformed time (lifelines' ``proportional_hazard_test(..., time_transform="rank")``);
   ``ph_violated`` = ``ph_p`` < ``ph_alpha``. A caveat, not a flag.
 * Flags (hr, CI, p and q set to NaN; the note says what was seen): ``no variance``,
-  ``too many levels``, ``too few events``, ``sparse level``, ``separation``,
+  ``too many levels``, ``not numeric``, ``not finite``, ``not positive`` (a log asked for
+  values <= 0), ``too few events``, ``sparse level``, ``separation``,
   ``not converged``, ``singular`` (collinear design), ``unstable`` (the log hazard ratio moves
   by more than ``stability_tol`` x max(1, |log HR|) when the model is refitted with a small
   ridge penalty, ``stability_penalizer``).
@@ -630,6 +631,9 @@ class BiomarkerScan:
         if x.isna().any():
             return [{**base, **counts, "flag": "not numeric",
                      "note": "values that are not numbers; declare the kind 'categorical'"}]
+        if not np.isfinite(x.to_numpy(float)).all():
+            return [{**base, **counts, "flag": "not finite",
+                     "note": "infinite values; replace them with a number or leave them empty"}]
         transform = self.transforms.get(name) or choose_transform(
             pd.to_numeric(all_values, errors="coerce"), self.skew_threshold)
         base["transform"] = transform

@@ -266,6 +266,7 @@ def messy_table(n: int = 400, seed: int = 0) -> pd.DataFrame:
     # A numeric candidate that orders the events perfectly (separation).
     df["separates"] = np.where(df["event"] == 1, 1e3 - df["time_days"], -df["time_days"])
     df["age_copy"] = df["age"] * 2 + 1  # collinear with the covariate age
+    df["with_inf"] = np.where(np.arange(n) == 200, np.inf, df["noise"])
     return df
 
 
@@ -299,6 +300,7 @@ def test_missing_candidate_values_reduce_n(messy):
     ("constant", "no variance"),
     ("separates", "not converged|unstable"),
     ("age_copy", "singular"),
+    ("with_inf", "not finite"),
 ])
 def test_problem_candidates_are_flagged_not_reported(messy, candidate, flag):
     _, scan = messy
@@ -468,12 +470,33 @@ def recovery(results: pd.DataFrame, truth: dict, effects) -> tuple[dict, dict]:
 
 @pytest.mark.slow
 def test_scan_recovers_planted_effects(tmp_path):
-    """Records, age, sex and lesion burden of a 1,000-patient synthetic cohort (tables only)."""
-    tables, truth = plan_cohort_tables(tmp_path / "cohort", 1000, seed=11)
+    """A 750-patient synthetic cohort (tables only; 20-50 s to plan on two busy cores).
+
+    Measured over seeds 0-4 (see the report): at 750 patients lesion burden, LDH, albumin,
+    ECOG, growth and the liver-type cluster are found in 5/5 seeds, age and sex (HR 1.3) in
+    4/5; sex needs ~4,500 patients for 5/5. So this asserts discovery of the six strong
+    effects (growth and liver with a perfect upstream: the true growth rates, and the true
+    lesion types as clusters), only the direction of age and sex, and at most one decoy of
+    eight at q < 0.05.
+    """
+    tables, truth = plan_cohort_tables(tmp_path / "cohort", 750, seed=5)
     table, families = build_candidates(**tables)
     scan = BiomarkerScan().fit(table, families=families)
-    effects = ["lesion_burden", "ldh", "albumin", "ecog", "age"]
-    found, decoys = recovery(scan.results_, truth, effects)
+    res = scan.results_
+    found, decoys = recovery(res, truth, ["lesion_burden", "ldh", "albumin", "ecog"])
     assert all(found.values()), found
-    assert sum(decoys.values()) / len(decoys) <= 0.125, decoys  # at most 1 of 8
-    assert scan.results_.set_index("candidate").loc["ldh", "transform"] == "log"
+    assert sum(decoys.values()) <= 1, decoys
+    rows = res.set_index("biomarker")
+    assert rows.loc["age", "hr"] > 1 and rows.loc["sex", "hr"] > 1
+    assert rows.loc["ldh", "transform"] == "log"
+
+    lesion_types = pd.DataFrame({"lesion_id": tables["lesions"]["lesion_id"],
+                                 "cluster": [truth["lesions"][i]["true_type"]
+                                             for i in tables["lesions"]["lesion_id"]]})
+    growth = pd.DataFrame({"patient_id": list(truth["patients"]),
+                           "growth_rate": [p["growth_rate"] for p in truth["patients"].values()]})
+    table, families = build_candidates(**tables, clusters=lesion_types, patient_growth=growth)
+    oracle = BiomarkerScan().fit(table, families=families)
+    found, decoys = recovery(oracle.results_, truth, ["growth_rate", "liver_primary"])
+    assert all(found.values()), found
+    assert sum(decoys.values()) <= 1, decoys
