@@ -272,6 +272,28 @@ def info_cmd(workspace: Workspace_, as_json: Annotated[bool, typer.Option("--jso
                    + ", ".join(f"{k}={v}" for k, v in rec.get("summary", {}).items()))
 
 
+@app.command()
+@user_errors
+def serve(
+    workspace: Workspace_,
+    host: Annotated[str, typer.Option(help="Address to listen on. Anything but loopback needs "
+                                      "$PATIENTGRAPH_TOKEN, or $PATIENTGRAPH_USER and "
+                                      "$PATIENTGRAPH_PASSWORD.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8050,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Serve with waitress (production WSGI server) and this many threads.")]
+    = None,
+    graph: Annotated[str | None, typer.Option(
+        help="Graph URI: a folder or neo4j://host:port (default: the workspace's graph).")]
+    = None,
+) -> None:
+    """The Dash explorer: similar patients, lesion map, cohorts, biomarkers, Cypher queries."""
+    from dashboards.server import serve as run_server
+
+    run_server(workspace, host=host, port=port, workers=workers, graph=graph,
+               echo=lambda m: err.print(m, markup=False))
+
+
 def _server_errors(fn: F) -> F:
     """A ServerError (no Java, no password, port taken) is the user's to fix: exit 2."""
 

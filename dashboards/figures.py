@@ -1,0 +1,351 @@
+"""Figure builders: pure functions from tables to Plotly figures (and Cytoscape elements).
+
+None of them touches the workspace, the graph or Dash; the app passes them data and puts
+their output on the page, and the unit tests call them directly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from dashboards.survival import Comparison, Curve
+
+PALETTE = qualitative.D3 + qualitative.Set2 + qualitative.Pastel1
+MISSING_COLOUR = "#bbbbbb"
+LAYOUT = {"template": "plotly_white", "margin": {"l": 50, "r": 20, "t": 40, "b": 40}}
+FOREST_LIMITS = (0.05, 20.0)
+"""The forest plot's widest axis (hazard ratios); wider intervals run off its edges."""
+NUMERIC_LEVELS = 8
+"""A numeric colour field with more distinct values than this gets a colour scale."""
+CATEGORICAL_LIMIT = 40
+"""A colour field with more levels than this is drawn as numbers (or one colour)."""
+
+
+def empty_figure(message: str) -> go.Figure:
+    """A blank figure that says why it is blank."""
+    fig = go.Figure(layout=LAYOUT)
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper",
+                       yref="paper", font={"size": 14, "color": "#666"})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+# --------------------------------------------------------------------------- overview
+
+
+def cohort_counts(patients: pd.DataFrame, lesions: pd.DataFrame) -> dict[str, float]:
+    """Headline numbers: patients, studies, lesions, labelled lesions, events, follow-up."""
+    out = {"patients": len(patients), "studies": int(patients["n_studies"].sum()),
+           "lesions": len(lesions),
+           "labelled lesions": int(lesions["coarse_type"].notna().sum())}
+    if "event" in patients:
+        out["events"] = int(pd.to_numeric(patients["event"], errors="coerce").fillna(0).sum())
+    if "time_days" in patients:
+        out["median follow-up (days)"] = float(np.nanmedian(
+            pd.to_numeric(patients["time_days"], errors="coerce")))
+    return out
+
+
+def type_bar(lesions: pd.DataFrame) -> go.Figure:
+    """Lesions per coarse type (unlabelled included)."""
+    counts = lesions["type"].value_counts()
+    fig = go.Figure(go.Bar(x=counts.index.tolist(), y=counts.to_numpy(),
+                           marker_color=[MISSING_COLOUR if t == "unlabelled" else PALETTE[0]
+                                         for t in counts.index]), layout=LAYOUT)
+    fig.update_layout(title="Lesions by type", yaxis_title="lesions")
+    return fig
+
+
+def studies_histogram(patients: pd.DataFrame) -> go.Figure:
+    """How many patients have 1, 2, 3, ... studies."""
+    counts = patients["n_studies"].value_counts().sort_index()
+    fig = go.Figure(go.Bar(x=counts.index.astype(int).tolist(), y=counts.to_numpy(),
+                           marker_color=PALETTE[1]), layout=LAYOUT)
+    fig.update_layout(title="Studies per patient", xaxis_title="studies",
+                      yaxis_title="patients", xaxis={"dtick": 1})
+    return fig
+
+
+def missing_bar(tables: Mapping[str, pd.DataFrame]) -> go.Figure:
+    """Share of missing values per field, for each table given (``{"records": df, ...}``)."""
+    rows = []
+    for table, frame in tables.items():
+        for column in frame.columns:
+            if column.endswith("_id") or len(frame) == 0:
+                continue
+            rows.append((f"{table}.{column}", float(frame[column].isna().mean())))
+    rows = sorted((r for r in rows if r[1] > 0), key=lambda r: r[1])
+    if not rows:
+        return empty_figure("No missing values")
+    fig = go.Figure(go.Bar(x=[r[1] * 100 for r in rows], y=[r[0] for r in rows],
+                           orientation="h", marker_color=PALETTE[3]), layout=LAYOUT)
+    fig.update_layout(title="Missing data", xaxis_title="% missing",
+                      height=max(300, 22 * len(rows) + 100))
+    return fig
+
+
+# --------------------------------------------------------------------------- lesion map
+
+
+def lesion_map(points: pd.DataFrame, colour: str, *, title: str = "") -> go.Figure:
+    """The 2-D lesion map (WebGL) coloured by ``colour``.
+
+    ``points`` has x, y and the colour column; each point's ``customdata`` is its row
+    position in ``points`` (the app maps it back to a lesion). A field with few levels gets
+    one trace per level (a legend); a numeric field a colour scale; missing values are grey.
+    """
+    values = points[colour] if colour in points else pd.Series(np.nan, index=points.index)
+    position = np.arange(len(points))
+    fig = go.Figure(layout=LAYOUT)
+    missing = values.isna().to_numpy()
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    levels = pd.unique(values[~missing])
+    if numeric and colour != "cluster" and len(levels) > NUMERIC_LEVELS:
+        shown = ~missing
+        fig.add_trace(_scatter(points[shown], position[shown], name=colour, marker={
+            "color": values[shown].to_numpy(float), "colorscale": "Viridis",
+            "showscale": True, "colorbar": {"title": colour}}))
+    elif len(levels) <= CATEGORICAL_LIMIT:
+        ordered = sorted(levels, key=_level_key)
+        for n, level in enumerate(ordered):
+            shown = (values == level).to_numpy() & ~missing
+            label = "noise" if colour == "cluster" and _is_minus_one(level) else str(level)
+            col = MISSING_COLOUR if label == "noise" else PALETTE[n % len(PALETTE)]
+            fig.add_trace(_scatter(points[shown], position[shown], name=label,
+                                   marker={"color": col}))
+    else:
+        fig.add_trace(_scatter(points[~missing], position[~missing], name=colour,
+                               marker={"color": PALETTE[0]}))
+    if missing.any():
+        fig.add_trace(_scatter(points[missing], position[missing], name="missing",
+                               marker={"color": MISSING_COLOUR}))
+    fig.update_layout(title=title, dragmode="lasso", hovermode="closest",
+                      legend={"itemsizing": "constant", "title": {"text": colour}},
+                      xaxis={"visible": False}, yaxis={"visible": False}, uirevision=True)
+    return fig
+
+
+def _scatter(points: pd.DataFrame, position: np.ndarray, name: str, marker: dict) -> go.Scattergl:
+    return go.Scattergl(x=points["x"].to_numpy(float), y=points["y"].to_numpy(float),
+                        mode="markers", name=name, customdata=position,
+                        marker={"size": 5, "opacity": 0.8, **marker},
+                        hoverinfo="none", hovertemplate=None)
+
+
+def _level_key(level) -> tuple:
+    try:
+        return (0, float(level), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(level))
+
+
+def _is_minus_one(level) -> bool:
+    try:
+        return float(level) == -1
+    except (TypeError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- patient
+
+
+def growth_figure(lesions: pd.DataFrame) -> go.Figure:
+    """Long diameter over study days, one line per tracked lesion (or per lesion)."""
+    rows = lesions.dropna(subset=["day", "long_mm"])
+    if rows.empty:
+        return empty_figure("No measured lesions")
+    key = "track_id" if "track_id" in rows and rows["track_id"].notna().any() else "lesion_id"
+    fig = go.Figure(layout=LAYOUT)
+    for n, (name, group) in enumerate(rows.groupby(key, sort=True)):
+        group = group.sort_values("day")
+        fig.add_trace(go.Scatter(
+            x=group["day"], y=group["long_mm"], mode="lines+markers",
+            name=f"{group['type'].iloc[0]} {n + 1}" if "type" in group else str(name),
+            line={"color": PALETTE[n % len(PALETTE)]},
+            hovertemplate="day %{x:.0f}<br>%{y:.1f} mm<extra></extra>"))
+    fig.update_layout(title="Lesion growth", xaxis_title="day", yaxis_title="long diameter (mm)",
+                      height=320)
+    return fig
+
+
+def contributions_figure(similar: pd.DataFrame, modalities: Sequence[str]) -> go.Figure:
+    """Stacked bars: each similar patient's score split into its modalities' parts."""
+    if similar.empty:
+        return empty_figure("No similar patients")
+    order = similar.iloc[::-1]
+    fig = go.Figure(layout=LAYOUT)
+    for n, modality in enumerate(m for m in modalities if m in similar):
+        fig.add_trace(go.Bar(y=order["patient_id"], x=order[modality], name=modality,
+                             orientation="h", marker_color=PALETTE[n]))
+    fig.update_layout(barmode="relative", title="What each modality contributed",
+                      xaxis_title="score", yaxis={"type": "category"},
+                      height=max(260, 24 * len(similar) + 110))
+    return fig
+
+
+def risk_figure(explain: pd.DataFrame, top: int = 10) -> go.Figure:
+    """The largest contributions to a patient's GNN risk (features and neighbours)."""
+    if explain.empty:
+        return empty_figure("No risk explanation for this patient")
+    rows = explain.reindex(explain["contribution"].abs().sort_values(ascending=False).index)
+    rows = rows.head(top).iloc[::-1]
+    labels = [f"{k}: {n}" for k, n in zip(rows["kind"], rows["name"], strict=True)]
+    colours = [PALETTE[3] if c > 0 else PALETTE[2] for c in rows["contribution"]]
+    fig = go.Figure(go.Bar(x=rows["contribution"], y=labels, orientation="h",
+                           marker_color=colours), layout=LAYOUT)
+    fig.update_layout(title="What drove the risk (positive raises it)",
+                      xaxis_title="contribution", height=max(240, 26 * len(rows) + 100))
+    return fig
+
+
+def neighbourhood_elements(patient_id: str, structure: pd.DataFrame,
+                           similar: pd.DataFrame) -> list[dict]:
+    """Cytoscape elements: the patient, its studies and lesions, and its similar patients.
+
+    ``structure`` has study_id, day, lesion_id, type (one row per lesion); ``similar`` has
+    patient_id and score.
+    """
+    elements = [{"data": {"id": f"P:{patient_id}", "label": patient_id, "kind": "patient"},
+                 "classes": "centre"}]
+    for study_id, group in structure.groupby("study_id", sort=True):
+        day = group["day"].iloc[0]
+        label = f"day {day:.0f}" if pd.notna(day) else str(study_id)
+        elements.append({"data": {"id": f"S:{study_id}", "label": label, "kind": "study"},
+                         "classes": "study"})
+        elements.append({"data": {"source": f"P:{patient_id}", "target": f"S:{study_id}"}})
+        for row in group.itertuples():
+            elements.append({"data": {"id": f"L:{row.lesion_id}", "label": str(row.type),
+                                      "kind": "lesion"}, "classes": "lesion"})
+            elements.append({"data": {"source": f"S:{study_id}", "target": f"L:{row.lesion_id}"}})
+    for row in similar.itertuples():
+        elements.append({"data": {"id": f"P:{row.patient_id}", "label": row.patient_id,
+                                  "kind": "patient"}, "classes": "similar"})
+        elements.append({"data": {"source": f"P:{patient_id}", "target": f"P:{row.patient_id}",
+                                  "label": f"{row.score:.2f}"}, "classes": "similarity"})
+    return elements
+
+
+# --------------------------------------------------------------------------- survival
+
+
+def km_figure(curves: Sequence[Curve], comparison: Comparison | None = None, *,
+              title: str = "Kaplan-Meier", n_ticks: int = 6) -> go.Figure:
+    """Kaplan-Meier curves with their 95% bands and the number at risk under the plot."""
+    curves = [c for c in curves if c is not None]
+    if not curves:
+        return empty_figure("Too few patients with follow-up for a survival curve")
+    end = max(float(c.time.max()) for c in curves)
+    ticks = _nice_ticks(end, n_ticks)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.78, 0.22],
+                        vertical_spacing=0.08)
+    for n, curve in enumerate(curves):
+        colour = PALETTE[n % len(PALETTE)]
+        fig.add_trace(go.Scatter(x=curve.time, y=curve.ci_high, mode="lines", line={"width": 0},
+                                 line_shape="hv", showlegend=False, hoverinfo="skip"), 1, 1)
+        fig.add_trace(go.Scatter(x=curve.time, y=curve.ci_low, mode="lines", line={"width": 0},
+                                 line_shape="hv", fill="tonexty", fillcolor=_alpha(colour, 0.15),
+                                 showlegend=False, hoverinfo="skip"), 1, 1)
+        fig.add_trace(go.Scatter(
+            x=curve.time, y=curve.survival, mode="lines", line={"color": colour, "width": 2},
+            line_shape="hv",
+            name=f"{curve.label} (n={curve.n}, events={curve.events})",
+            hovertemplate="day %{x:.0f}: %{y:.2f}<extra>" + curve.label + "</extra>"), 1, 1)
+        fig.add_trace(go.Scatter(x=ticks, y=[curve.label] * len(ticks),
+                                 text=[str(v) for v in curve.at_risk(ticks)], mode="text",
+                                 textfont={"color": colour}, showlegend=False,
+                                 hoverinfo="skip"), 2, 1)
+    subtitle = f"<br><sup>{comparison_text(comparison)}</sup>" if comparison else ""
+    fig.update_layout(**{**LAYOUT, "margin": {"l": 60, "r": 20, "t": 80, "b": 40}},
+                      title=title + subtitle, height=500,
+                      legend={"x": 0.99, "xanchor": "right", "y": 0.99, "yanchor": "top",
+                              "bgcolor": "rgba(255,255,255,0.8)"})
+    fig.update_yaxes(title_text="survival", range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text="at risk", type="category", autorange="reversed", row=2, col=1)
+    fig.update_xaxes(title_text="days", tickvals=ticks, row=2, col=1)
+    return fig
+
+
+def comparison_text(comparison: Comparison) -> str:
+    """'log-rank p = 0.003 · HR (B vs A) 1.84 [1.21, 2.79]' and any note."""
+    text = f"log-rank p = {format_p(comparison.logrank_p)}"
+    if math.isfinite(comparison.hr):
+        text += (f" · HR ({comparison.label_b} vs {comparison.label_a}) {comparison.hr:.2f} "
+                 f"[{comparison.hr_low:.2f}, {comparison.hr_high:.2f}]")
+    if comparison.note:
+        text += f" · {comparison.note}"
+    if comparison.dropped:
+        text += f" · {comparison.dropped} rows without usable follow-up left out"
+    return text
+
+
+def format_p(p: float) -> str:
+    if not math.isfinite(p):
+        return "n/a"
+    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def forest_figure(biomarkers: pd.DataFrame, top: int = 30) -> go.Figure:
+    """Hazard ratios with their 95% intervals (log axis) of the first ``top`` rows.
+
+    Each point's ``customdata`` is its row's index label in ``biomarkers``. Rows of a
+    category are labelled ``candidate: level``; flagged rows are grey, q < 0.05 red.
+    """
+    rows = biomarkers.dropna(subset=["hr", "ci_low", "ci_high"]).head(top).iloc[::-1]
+    rows = rows[(rows["hr"] > 0) & (rows["ci_low"] > 0)]
+    if rows.empty:
+        return empty_figure("No hazard ratios to show")
+    q = pd.to_numeric(rows["q"], errors="coerce") if "q" in rows else pd.Series(
+        np.nan, index=rows.index)
+    flagged = rows["flag"].fillna("").astype(str).str.len() > 0 if "flag" in rows else \
+        pd.Series(False, index=rows.index)
+    colours = [MISSING_COLOUR if f else (PALETTE[3] if v < 0.05 else PALETTE[0])
+               for f, v in zip(flagged, q.fillna(1), strict=True)]
+    labels = [_biomarker_label(r) for r in rows.itertuples()]
+    fig = go.Figure(go.Scatter(
+        x=rows["hr"], y=labels, mode="markers", customdata=rows.index.to_numpy(),
+        marker={"color": colours, "size": 9, "symbol": "square"},
+        error_x={"type": "data", "symmetric": False, "array": rows["ci_high"] - rows["hr"],
+                 "arrayminus": rows["hr"] - rows["ci_low"], "color": "#555"},
+        hovertemplate="%{y}: HR %{x:.2f}<extra></extra>"), layout=LAYOUT)
+    fig.add_vline(x=1.0, line_dash="dash", line_color="#999")
+    low = max(float(rows["ci_low"].min()), FOREST_LIMITS[0])
+    high = min(float(rows["ci_high"].max()), FOREST_LIMITS[1])
+    fig.update_layout(title="Hazard ratios, 95% CI (red: q < 0.05, grey: flagged)",
+                      xaxis={"title": "hazard ratio", "type": "log",
+                             "range": [math.log10(min(low, 0.9)) - 0.05,
+                                       math.log10(max(high, 1.1)) + 0.05]},
+                      yaxis={"type": "category"}, height=max(320, 22 * len(rows) + 120))
+    fig.update_layout(margin={**LAYOUT["margin"], "t": 60})
+    return fig
+
+
+def _biomarker_label(row) -> str:
+    level = getattr(row, "level", None)
+    if level is None or (isinstance(level, float) and math.isnan(level)) or level == "":
+        return str(row.candidate)
+    return f"{row.candidate}: {level}"
+
+
+def _nice_ticks(end: float, n: int) -> list[float]:
+    if end <= 0:
+        return [0.0]
+    raw = end / max(n - 1, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    return [float(v) for v in np.arange(0, end + 1e-9, step)]
+
+
+def _alpha(hex_colour: str, alpha: float) -> str:
+    if hex_colour.startswith("rgb"):
+        return hex_colour.replace("rgb(", "rgba(").replace(")", f", {alpha})")
+    h = hex_colour.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r}, {g}, {b}, {alpha})"

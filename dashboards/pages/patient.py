@@ -1,0 +1,238 @@
+"""Patient: lesion crops across studies, growth, similar patients, graph, risk, survival."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+import dash_cytoscape as cyto
+import numpy as np
+import pandas as pd
+from dash import Input, Output, State, dcc, html, no_update
+
+from dashboards import figures
+from dashboards.context import Explorer, guarded
+from dashboards.data import discover_note, type_name
+from dashboards.pages import ROW, card, data_table, error, note, records
+from dashboards.survival import compare
+from embed.fusion import MODALITIES
+
+SIMILAR_COLUMNS = ["patient_id", "score", *MODALITIES, "age", "sex", "time_days", "event"]
+STRUCTURE_QUERY = (
+    "MATCH (p:Patient {patient_id: $id})-[:HAS_STUDY]->(s:Study)-[:HAS_LESION]->(l:Lesion) "
+    "RETURN s.study_id AS study_id, s.day AS day, l.lesion_id AS lesion_id, "
+    "l.coarse_type AS coarse_type ORDER BY day, lesion_id")
+SIMILAR_QUERY = (
+    "MATCH (p:Patient {patient_id: $id})-[r:SIMILAR_TO]->(q:Patient) "
+    "RETURN q.patient_id AS patient_id, r.score AS score ORDER BY score DESC LIMIT $k")
+CYTO_STYLE = [
+    {"selector": "node", "style": {"label": "data(label)", "font-size": "9px",
+                                   "background-color": "#9ecae1", "width": 18, "height": 18}},
+    {"selector": ".centre", "style": {"background-color": "#d62728", "width": 30,
+                                      "height": 30, "font-size": "12px"}},
+    {"selector": ".study", "style": {"shape": "round-rectangle", "background-color": "#bbb"}},
+    {"selector": ".lesion", "style": {"background-color": "#ff7f0e", "width": 12,
+                                      "height": 12}},
+    {"selector": ".similar", "style": {"background-color": "#1f77b4"}},
+    {"selector": "edge", "style": {"width": 1, "line-color": "#ccc"}},
+    {"selector": ".similarity", "style": {"label": "data(label)", "font-size": "8px",
+                                          "line-color": "#1f77b4", "line-style": "dashed"}},
+]
+
+
+def layout(explorer: Explorer, state: dict[str, Any]) -> html.Div:
+    weights = _default_weights(explorer)
+    return html.Div([
+        html.H3("Patient"),
+        html.Div([
+            html.Label(["Patient ", dcc.Dropdown(
+                id="patient-select", options=explorer.data.patient_ids,
+                value=state.get("patient-store"), placeholder="type or pick a patient id",
+                style={"width": "240px"})]),
+            html.Label(["Similar patients ", dcc.Input(
+                id="patient-k", type="number", min=1, max=100, step=1, value=10,
+                style={"width": "70px"})]),
+            html.Label(["Imaging weight (records get the rest)", dcc.Slider(
+                id="patient-weight", min=0, max=1, step=0.1, value=weights.get("imaging", 0.5),
+                marks={0: "0", 0.5: "0.5", 1: "1"})], style={"width": "280px"}),
+        ], style=ROW),
+        html.Div(id="patient-summary"),
+        html.Div([
+            html.Div([html.H4("Lesions by study"), html.Div(id="patient-crops")],
+                     style={"flex": "1 1 560px"}),
+            dcc.Graph(id="patient-growth", figure=figures.empty_figure("Choose a patient"),
+                      style={"flex": "1 1 420px"}),
+        ], style=ROW),
+        html.Div([
+            html.Div([html.H4("Most similar patients"), html.Div(id="patient-similar-error"),
+                      data_table("patient-similar", _similar_frame(), page_size=10)],
+                     style={"flex": "1 1 560px"}),
+            dcc.Graph(id="patient-contrib", figure=figures.empty_figure("Choose a patient"),
+                      style={"flex": "1 1 420px"}),
+        ], style=ROW),
+        html.Div([
+            html.Div([html.H4("Graph neighbourhood"), html.Div(id="patient-graph-note"),
+                      cyto.Cytoscape(id="patient-graph", elements=[], stylesheet=CYTO_STYLE,
+                                     layout={"name": "cose", "animate": False},
+                                     style={"width": "100%", "height": "420px",
+                                            "border": "1px solid #eee"})],
+                     style={"flex": "1 1 520px"}),
+            html.Div([html.H4("Risk"), html.Div(id="patient-risk")],
+                     style={"flex": "1 1 460px"}),
+        ], style=ROW),
+        dcc.Graph(id="patient-km", figure=figures.empty_figure("Choose a patient")),
+    ], id="patient-page")
+
+
+def register(app: dash.Dash, explorer: Explorer) -> None:
+    data = explorer.data
+    blank = figures.empty_figure("Choose a patient")
+
+    @app.callback(Output("patient-store", "data"), Output("patient-summary", "children"),
+                  Output("patient-similar", "data"), Output("patient-similar-error", "children"),
+                  Output("patient-contrib", "figure"), Output("patient-km", "figure"),
+                  Input("patient-select", "value"), Input("patient-k", "value"),
+                  Input("patient-weight", "value"))
+    @guarded("select patient", lambda m: (no_update, no_update, [], error(m),
+                                          no_update, no_update))
+    def select(patient_id: str | None, k: int | None, imaging_weight: float | None):
+        if not patient_id:
+            return None, note("Choose a patient to see its lesions and similar patients."), \
+                [], None, blank, blank
+        k = int(k or 10)
+        w = 0.5 if imaging_weight is None else float(imaging_weight)
+        similar = explorer.similar(patient_id, k, {"imaging": w, "records": 1 - w})
+        table = similar.join(data.patient_table, on="patient_id")
+        table = table[[c for c in SIMILAR_COLUMNS if c in table]]
+        return (patient_id, _summary(explorer, patient_id), records(table), None,
+                figures.contributions_figure(similar, MODALITIES),
+                _km_neighbours(explorer, similar["patient_id"].tolist()))
+
+    @app.callback(Output("patient-crops", "children"), Output("patient-growth", "figure"),
+                  Input("patient-select", "value"))
+    @guarded("patient images", lambda m: (error(m), no_update))
+    def images(patient_id: str | None):
+        if not patient_id:
+            return None, blank
+        lesions = data.lesions_of(patient_id)
+        return _gallery(explorer, lesions), figures.growth_figure(lesions)
+
+    @app.callback(Output("patient-graph", "elements"), Output("patient-graph-note", "children"),
+                  Input("patient-select", "value"))
+    @guarded("patient graph", lambda m: ([], error(m)))
+    def neighbourhood(patient_id: str | None):
+        if not patient_id:
+            return [], None
+        structure, similar = data.graph.run(lambda store: (
+            store.query(STRUCTURE_QUERY, {"id": patient_id}),
+            store.query(SIMILAR_QUERY, {"id": patient_id, "k": 10})))
+        structure["type"] = structure["coarse_type"].map(type_name)
+        return figures.neighbourhood_elements(patient_id, structure, similar), None
+
+    @app.callback(Output("patient-risk", "children"), Input("patient-select", "value"))
+    @guarded("patient risk", error)
+    def risk(patient_id: str | None):
+        if not patient_id:
+            return None
+        return _risk(explorer, patient_id)
+
+    @app.callback(Output("patient-select", "value", allow_duplicate=True),
+                  Input("patient-similar", "active_cell"), State("patient-similar", "data"),
+                  prevent_initial_call=True)
+    def follow_table(cell: dict | None, rows: list[dict]):
+        if not cell or not rows or cell.get("row") is None or cell["row"] >= len(rows):
+            return no_update
+        return rows[cell["row"]]["patient_id"]
+
+    @app.callback(Output("patient-select", "value", allow_duplicate=True),
+                  Input("patient-graph", "tapNodeData"), prevent_initial_call=True)
+    def follow_graph(node: dict | None):
+        if not node or node.get("kind") != "patient":
+            return no_update
+        return node["label"]
+
+
+def _similar_frame() -> pd.DataFrame:
+    """An empty similar-patients table with the column types the table formats by."""
+    text = {"patient_id", "sex"}
+    return pd.DataFrame({c: pd.Series(dtype=object if c in text else float)
+                         for c in SIMILAR_COLUMNS})
+
+
+def _default_weights(explorer: Explorer) -> dict[str, float]:
+    record = explorer.data.manifest.get("stages", {}).get("embed") or {}
+    weights = record.get("config", {}).get("weights") or {}
+    total = sum(weights.values()) or 1.0
+    return {k: v / total for k, v in weights.items()}
+
+
+def _summary(explorer: Explorer, patient_id: str) -> html.Div:
+    row = explorer.data.patient_table.loc[patient_id]
+    items = [("sex", row.get("sex")), ("age", row.get("age")), ("studies", row["n_studies"]),
+             ("lesions", row["n_lesions"])]
+    if "time_days" in row:
+        status = "event" if row.get("event") == 1 else "censored"
+        items.append((f"follow-up, {status}", f"{row['time_days']:.0f} d"
+                      if pd.notna(row["time_days"]) else "unknown"))
+    if "growth_rate" in row and pd.notna(row["growth_rate"]):
+        items.append(("growth (log mm / 100 d)", f"{100 * row['growth_rate']:.3f}"))
+    shown = [card(label, "n/a" if value is None or (isinstance(value, float) and np.isnan(
+        value)) else value) for label, value in items]
+    fields = [f"{c}: {row[c]}" for c in explorer.data.record_fields if pd.notna(row.get(c))]
+    return html.Div([html.Div(shown), html.Div("Records: " + ", ".join(fields),
+                                               style={"color": "#555", "fontSize": "13px"})],
+                    id="patient-summary-body")
+
+
+def _gallery(explorer: Explorer, lesions: pd.DataFrame) -> list:
+    rows = []
+    for study_id, group in lesions.groupby("study_id", sort=False):
+        day = group["day"].iloc[0]
+        tiles = []
+        for lesion in group.itertuples():
+            uri = explorer.crops.uri(lesion.lesion_id)
+            tiles.append(html.Figure([
+                html.Img(src=uri, style={"width": "96px", "height": "96px"}) if uri
+                else html.Div("no image", style={"width": "96px", "height": "96px"}),
+                html.Figcaption(f"{lesion.type}, {lesion.long_mm:.0f} mm",
+                                style={"fontSize": "11px"})],
+                style={"margin": "0 6px 0 0", "display": "inline-block"}))
+        label = f"day {day:.0f}" if pd.notna(day) else str(study_id)
+        rows.append(html.Div([html.Div(label, style={"width": "70px", "fontWeight": 600}),
+                              html.Div(tiles)], style={**ROW, "margin": "4px 0"}))
+    return rows or [note("This patient has no lesions.")]
+
+
+def _km_neighbours(explorer: Explorer, neighbours: list[str]):
+    table = explorer.data.patient_table
+    if "time_days" not in table:
+        return figures.empty_figure("The workspace has no outcomes")
+    inside = table.index.isin(neighbours)
+    curves, comparison = compare(table[~inside], table[inside], "everyone else",
+                                 "similar patients")
+    return figures.km_figure(curves, comparison, title="Similar patients against everyone else")
+
+
+def _risk(explorer: Explorer, patient_id: str) -> list:
+    data = explorer.data
+    if not data.has("risk"):
+        return [note(discover_note(data.workspace))]
+    risk = data.discovery["risk"].set_index("patient_id")
+    if patient_id not in risk.index:
+        return [note("The risk model has no score for this patient.")]
+    row = risk.loc[patient_id]
+    rank = float((risk["risk"] < row["risk"]).mean())
+    items = [card("GNN risk", f"{row['risk']:.2f}"),
+             card("percentile", f"{100 * rank:.0f}")]
+    if "risk_cox" in row and pd.notna(row["risk_cox"]):
+        items.append(card("Cox baseline", f"{row['risk_cox']:.2f}"))
+    if "split" in row:
+        items.append(card("split", row["split"]))
+    out: list = [html.Div(items)]
+    if data.has("risk_explain"):
+        explain = data.discovery["risk_explain"]
+        mine = explain[explain["patient_id"] == patient_id]
+        out.append(dcc.Graph(id="patient-risk-explain", figure=figures.risk_figure(mine)))
+    return out
+
+

@@ -1,0 +1,43 @@
+"""Serving the explorer: checks first, then Dash's own server or waitress (``--workers``).
+
+The host is checked before anything is loaded, so a refused start is immediate. With
+``workers`` the app is served by waitress (a production WSGI server) with that many
+threads; the graph is then shared by the threads of one process under a lock (see
+:class:`dashboards.data.GraphAccess`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from dashboards.security import auth_from_env, check_host
+from patientgraph.errors import InputError
+
+
+def serve(workspace: str | Path, *, host: str = "127.0.0.1", port: int = 8050,
+          workers: int | None = None, graph: str | None = None,
+          environ: Mapping[str, str] | None = None,
+          echo: Callable[[str], None] = print) -> None:
+    """Check the host and credentials, load the workspace and serve until interrupted."""
+    auth = auth_from_env(environ)
+    check_host(host, auth)
+    if workers is not None and workers < 1:
+        raise InputError(None, f"--workers is {workers}", "give --workers 1 or more")
+    from dashboards.app import create_app
+
+    app = create_app(workspace, graph=graph, auth=auth)
+    shown = f"[{host}]" if ":" in host else host
+    guard = ("token" if auth.token else "") + (" and " if auth.token and auth.user else "") + (
+        "basic auth" if auth.user else "")
+    echo(f"explorer on http://{shown}:{port}/ "
+         f"({'waitress, ' + str(workers) + ' threads' if workers else 'development server'}"
+         f"{', ' + guard + ' required' if auth.enabled else ''}); Ctrl+C stops it")
+    if workers:
+        import waitress
+
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+        waitress.serve(app.server, host=host, port=port, threads=workers, ident="patientgraph")
+    else:
+        app.run(host=host, port=port, debug=False)

@@ -1,0 +1,148 @@
+"""Figure builders on small hand-built tables (no browser, no workspace)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboards import figures
+from dashboards.survival import compare
+
+
+@pytest.fixture
+def points() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    n = 12
+    return pd.DataFrame({
+        "x": rng.normal(size=n), "y": rng.normal(size=n),
+        "cluster": [0, 0, 1, 1, 2, 2, -1, -1, 0, 1, 2, 0],
+        "type": ["liver", "lung", None, "liver", "lung", "bone", "liver", None, "lung",
+                 "bone", "liver", "lung"],
+        "long_mm": np.linspace(5, 60, n),
+    })
+
+
+def _positions(fig) -> list[int]:
+    return sorted(int(v) for trace in fig.data for v in trace.customdata)
+
+
+def test_lesion_map_by_category_has_a_trace_per_level_and_keeps_every_point(points):
+    fig = figures.lesion_map(points, "type")
+    names = [t.name for t in fig.data]
+    assert names == ["bone", "liver", "lung", "missing"]
+    assert all(t.type == "scattergl" for t in fig.data)
+    assert _positions(fig) == list(range(len(points)))
+    missing = fig.data[-1]
+    assert sorted(missing.customdata) == [2, 7]
+    assert fig.layout.dragmode == "lasso"
+
+
+def test_lesion_map_by_cluster_calls_minus_one_noise(points):
+    fig = figures.lesion_map(points, "cluster")
+    assert [t.name for t in fig.data] == ["noise", "0", "1", "2"]
+    assert fig.data[0].marker.color == figures.MISSING_COLOUR
+    assert sorted(fig.data[0].customdata) == [6, 7]
+
+
+def test_lesion_map_by_a_measurement_uses_a_colour_scale(points):
+    fig = figures.lesion_map(points, "long_mm")
+    assert len(fig.data) == 1
+    assert fig.data[0].marker.showscale
+    np.testing.assert_allclose(fig.data[0].marker.color, points["long_mm"])
+
+
+def test_km_figure_draws_curves_and_the_number_at_risk():
+    a = pd.DataFrame({"patient_id": list("abcdef"), "time_days": [5, 8, 12, 20, 30, 40],
+                      "event": [1, 0, 1, 1, 0, 0]})
+    b = pd.DataFrame({"patient_id": list("ghijkl"), "time_days": [2, 3, 4, 9, 10, 15],
+                      "event": [1, 1, 1, 1, 0, 1]})
+    curves, comparison = compare(a, b, "slow", "fast")
+    fig = figures.km_figure(curves, comparison, title="T")
+    risk_rows = [t for t in fig.data if t.mode == "text"]
+    assert [r.y[0] for r in risk_rows] == ["slow", "fast"]
+    for row, curve in zip(risk_rows, curves, strict=True):
+        assert [int(v) for v in row.text] == curve.at_risk(list(row.x))
+    assert risk_rows[0].text[0] == "6"
+    lines = [t for t in fig.data if t.name and "n=" in t.name]
+    assert [t.name for t in lines] == ["slow (n=6, events=3)", "fast (n=6, events=5)"]
+    assert "log-rank p" in fig.layout.title.text
+    assert "HR (fast vs slow)" in fig.layout.title.text
+
+
+def test_km_figure_without_curves_says_why():
+    fig = figures.km_figure([])
+    assert "Too few patients" in fig.layout.annotations[0].text
+
+
+def test_forest_figure_points_back_at_rows_and_greys_flagged_ones():
+    scan = pd.DataFrame({
+        "candidate": ["ldh", "stage", "albumin", "broken"],
+        "level": [None, "IV", None, None],
+        "hr": [1.8, 2.5, 0.6, 3.0], "ci_low": [1.2, 1.1, 0.4, 0.01],
+        "ci_high": [2.7, 5.6, 0.9, 900.0], "q": [0.01, 0.2, 0.04, np.nan],
+        "flag": ["", "", "", "unstable"],
+    }, index=[10, 11, 12, 13])
+    fig = figures.forest_figure(scan)
+    trace = fig.data[0]
+    assert list(trace.y) == ["broken", "albumin", "stage: IV", "ldh"]
+    assert list(trace.customdata) == [13, 12, 11, 10]
+    assert list(trace.marker.color) == [figures.MISSING_COLOUR, figures.PALETTE[3],
+                                        figures.PALETTE[0], figures.PALETTE[3]]
+    low, high = fig.layout.xaxis.range
+    assert 10 ** low >= figures.FOREST_LIMITS[0] * 0.8
+    assert 10 ** high <= figures.FOREST_LIMITS[1] * 1.2
+
+
+def test_growth_figure_has_a_line_per_track():
+    lesions = pd.DataFrame({"track_id": ["t1", "t1", "t2", "t2", "t2"],
+                            "lesion_id": list("abcde"), "day": [0, 50, 0, 50, 100],
+                            "long_mm": [10, 12, 20, 18, 15], "type": ["liver"] * 5})
+    fig = figures.growth_figure(lesions)
+    assert len(fig.data) == 2
+    assert list(fig.data[1].y) == [20, 18, 15]
+
+
+def test_contributions_stack_to_the_score():
+    similar = pd.DataFrame({"patient_id": ["p1", "p2"], "score": [0.9, 0.7],
+                            "imaging": [0.5, 0.2], "records": [0.4, 0.5]})
+    fig = figures.contributions_figure(similar, ("imaging", "records"))
+    assert fig.layout.barmode == "relative"
+    total = np.sum([np.asarray(t.x) for t in fig.data], axis=0)
+    np.testing.assert_allclose(total, similar["score"].iloc[::-1])
+
+
+def test_neighbourhood_elements_join_only_existing_nodes():
+    structure = pd.DataFrame({"study_id": ["s1", "s1", "s2"], "day": [0.0, 0.0, 40.0],
+                              "lesion_id": ["l1", "l2", "l3"], "type": ["liver"] * 3})
+    similar = pd.DataFrame({"patient_id": ["q1", "q2"], "score": [0.9, 0.8]})
+    elements = figures.neighbourhood_elements("p0", structure, similar)
+    nodes = {e["data"]["id"] for e in elements if "source" not in e["data"]}
+    edges = [e["data"] for e in elements if "source" in e["data"]]
+    assert nodes == {"P:p0", "S:s1", "S:s2", "L:l1", "L:l2", "L:l3", "P:q1", "P:q2"}
+    assert all(e["source"] in nodes and e["target"] in nodes for e in edges)
+    assert len(edges) == 2 + 3 + 2
+    assert {e["label"] for e in edges if e["source"] == "P:p0" and "label" in e} == \
+        {"0.90", "0.80"}
+
+
+def test_missing_bar_reports_shares_of_missing_values():
+    fig = figures.missing_bar({"records": pd.DataFrame({
+        "patient_id": ["a", "b", "c", "d"], "ldh": [1.0, None, None, 2.0],
+        "ecog": [1, 2, 3, None], "sodium": [1, 2, 3, 4]})})
+    assert list(fig.data[0].y) == ["records.ecog", "records.ldh"]
+    assert list(fig.data[0].x) == [25.0, 50.0]
+
+
+def test_cohort_counts():
+    patients = pd.DataFrame({"n_studies": [1, 3], "time_days": [10.0, 30.0], "event": [1, 0]})
+    lesions = pd.DataFrame({"coarse_type": [4, None, 5]})
+    assert figures.cohort_counts(patients, lesions) == {
+        "patients": 2, "studies": 4, "lesions": 3, "labelled lesions": 2, "events": 1,
+        "median follow-up (days)": 20.0}
+
+
+@pytest.mark.parametrize("p, text", [(0.0312, "0.031"), (2.3e-7, "2.3e-07"),
+                                     (float("nan"), "n/a")])
+def test_format_p(p, text):
+    assert figures.format_p(p) == text
