@@ -328,6 +328,8 @@ def forest_figure(biomarkers: pd.DataFrame, top: int = 30) -> go.Figure:
 
 
 def _biomarker_label(row) -> str:
+    if isinstance(getattr(row, "biomarker", None), str):
+        return row.biomarker
     level = getattr(row, "level", None)
     if level is None or (isinstance(level, float) and math.isnan(level)) or level == "":
         return str(row.candidate)

@@ -114,13 +114,13 @@ def split_by_values(values: pd.Series, level: Any = None,
     values = values.dropna()
     name = values.name
     if level is not None and not _missing(level):
-        text = values.astype(str)
+        text = values.map(_level_text)
         if not _missing(reference):
-            text = text[text.isin([str(level), str(reference)])]
+            text = text[text.isin([_level_text(level), _level_text(reference)])]
             label_a = f"{name} = {reference}"
         else:
             label_a = f"{name} other than {level}"
-        in_b = text == str(level)
+        in_b = text == _level_text(level)
         if in_b.all() or not in_b.any():
             return None
         return in_b, label_a, f"{name} = {level}"
@@ -192,6 +192,15 @@ def _lifelines_compare(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:
     out.update(hr=float(row["exp(coef)"]), ci_low=float(row["exp(coef) lower 95%"]),
                ci_high=float(row["exp(coef) upper 95%"]))
     return out
+
+
+def _level_text(value: Any) -> str:
+    """A value as the scan names its levels (1.0 and True as "1")."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _missing(value: Any) -> bool:

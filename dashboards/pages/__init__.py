@@ -72,9 +72,11 @@ def columns_of(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict]:
 
 def data_table(table_id: str, frame: pd.DataFrame, *, page_size: int = 15,
                columns: Sequence[str] | None = None, **kw) -> dash_table.DataTable:
+    """A sortable, paged table of ``frame``; ``columns`` are shown, every column is in
+    the rows' data (callbacks read the hidden ones)."""
     columns = list(columns or frame.columns)
     return dash_table.DataTable(
-        id=table_id, data=records(frame[columns]) if len(frame) else [],
+        id=table_id, data=records(frame) if len(frame) else [],
         columns=columns_of(frame, columns), page_size=page_size,
         sort_action="native", style_table={"overflowX": "auto"},
         style_cell={"fontFamily": "system-ui, sans-serif", "fontSize": "13px",

@@ -18,15 +18,24 @@ from dashboards.data import discover_note
 from dashboards.pages import data_table, error, note
 from dashboards.survival import compare, split_by_values
 
-COLUMNS = ("candidate", "level", "reference", "family", "hr", "ci_low", "ci_high", "p", "q",
-           "n", "events", "transform", "ph_violated", "flag")
+SHOWN = ("biomarker", "family", "hr", "ci_low", "ci_high", "p", "q", "n", "events",
+         "transform", "ph_violated", "flag")
+KEPT = ("candidate", "level", "reference", "note")
 
 
 def ranked(biomarkers: pd.DataFrame) -> pd.DataFrame:
-    """The scan's rows, best first (by q, then p), with the columns the table shows."""
+    """The scan's rows, best first (by q, then p), with a ``biomarker`` name per row.
+
+    The name is the scan's own (``candidate`` or ``candidate=level``) or made the same way.
+    """
     rows = biomarkers.sort_values([c for c in ("q", "p") if c in biomarkers],
-                                  kind="stable", na_position="last")
-    return rows[[c for c in COLUMNS if c in rows]].reset_index(drop=True)
+                                  kind="stable", na_position="last").reset_index(drop=True)
+    if "biomarker" not in rows:
+        level = rows["level"] if "level" in rows else pd.Series(None, index=rows.index)
+        named = level.notna() & (level.astype(str) != "")
+        rows["biomarker"] = rows["candidate"].astype(str).where(
+            ~named, rows["candidate"].astype(str) + "=" + level.astype(str))
+    return rows[[c for c in (*SHOWN, *KEPT) if c in rows]]
 
 
 def layout(explorer: Explorer, state: dict[str, Any]) -> html.Div:
@@ -42,6 +51,7 @@ def layout(explorer: Explorer, state: dict[str, Any]) -> html.Div:
                  style={"color": "#666"}),
         html.Div([
             html.Div(data_table("biomarker-table", table, page_size=15,
+                                columns=[c for c in SHOWN if c in table],
                                 style_data_conditional=[{
                                     "if": {"filter_query": "{q} < 0.05"},
                                     "fontWeight": 700}]),

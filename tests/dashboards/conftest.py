@@ -19,7 +19,7 @@ from patientgraph.synth import generate
 
 N_PATIENTS = 24
 CONFIG = {"embed": {"preset": "fast"}, "index": {"k": 5},
-          "discover": {"gnn": {"max_epochs": 20, "n_bootstrap": 50}, "write_graph": False}}
+          "discover": {"gnn": {"max_epochs": 20, "n_bootstrap": 50}}}
 DISCOVERY_MODULES = ("discovery.stage", "discovery.clusters", "discovery.tracking",
                      "discovery.candidates", "discovery.survival", "discovery.gnn")
 ARTIFACTS = Path(os.environ.get("PATIENTGRAPH_TEST_ARTIFACTS", "/tmp/dash_artifacts")) \

@@ -16,6 +16,7 @@ from dashboards.cohorts import (
 )
 from dashboards.data import ExplorerData
 from patientgraph.errors import InputError
+from tests.dashboards.conftest import discover_available
 
 
 @pytest.fixture
@@ -122,6 +123,17 @@ def test_cohort_csv_has_the_patients_rows(tables):
 ])
 def test_the_same_patients_as_the_graph_store(workspace, filters):
     """A definition's filters select in the explorer what GraphStore.cohort selects."""
+    _same_as_graph(workspace, filters)
+
+
+@pytest.mark.skipif(not discover_available(), reason="this version has no discover stage")
+def test_cluster_filters_agree_with_the_clusters_in_the_graph(workspace):
+    clusters = pd.read_parquet(workspace.path("discovery", "clusters.parquet"))
+    first = int(clusters.loc[clusters["cluster"] >= 0, "cluster"].min())
+    _same_as_graph(workspace, {"cluster": [first], "sex": "F"})
+
+
+def _same_as_graph(workspace, filters: dict) -> None:
     data = ExplorerData.load(workspace.root)
     try:
         mine = apply_cohort(CohortDefinition(filters=filters), data.patient_table,
