@@ -1,4 +1,17 @@
-"""Clustering, lesion tracking, survival biomarker scan and GNN risk.
+"""Clustering, lesion tracking, survival biomarker scan and GNN risk (stage ``discover``).
 
-Stage ``discover`` of the pipeline (see DESIGN.md); not yet implemented.
+* :mod:`discovery.clusters`: UMAP + HDBSCAN tumour-type clusters of lesion embeddings, a
+  2-D map, cluster descriptions, bootstrap stability, assignment of new lesions;
+* :mod:`discovery.tracking`: the same lesion across a patient's studies, growth rates;
+* :mod:`discovery.candidates` and :mod:`discovery.survival`: the patients x candidates
+  table and the Cox / Kaplan-Meier / log-rank scan with Benjamini-Hochberg q-values (runs on
+  any table with outcomes, not only on the pipeline's);
+* :mod:`discovery.gnn`: a PyTorch Geometric risk model on the patient graph, against a Cox
+  model on the same inputs;
+* :mod:`discovery.stage` runs them all on a workspace and writes ``W/discovery/`` and the
+  graph; :func:`discovery.results.load_results` reads the results back.
 """
+
+from discovery.results import DiscoveryResults, load_results
+
+__all__ = ["DiscoveryResults", "load_results"]

@@ -110,13 +110,23 @@ def biomarker_frames(biomarkers: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Biomarker nodes and DESCRIBES edges to the cluster a biomarker is.
 
     A candidate of family ``cluster`` names its cluster by its last integer
-    (``"cluster 3"``, ``"cluster_3"``); other candidates describe no cluster.
+    (``"cluster 3"``, ``"cluster_3"``); other candidates describe no cluster. A categorical
+    candidate tested level by level gives one node per level, keyed by the scan's
+    ``biomarker`` column (else ``"<candidate>=<level>"`` from a ``level`` column).
     """
     source = "discovery/biomarkers.parquet"
+    _require(biomarkers, ["candidate", "family"], source)
+    name = biomarkers["candidate"].astype(str)
+    if "biomarker" in biomarkers.columns:  # the scan's own key of each row
+        biomarkers = biomarkers.assign(candidate=biomarkers["biomarker"].astype(str))
+    elif "level" in biomarkers.columns:  # one node per level of a categorical candidate
+        level = biomarkers["level"]
+        has_level = level.notna() & level.astype(str).ne("")
+        biomarkers = biomarkers.assign(candidate=name.where(
+            ~has_level, name + "=" + level.astype(str)), level=level.where(has_level))
     nodes = _nodes(biomarkers, BIOMARKER, source)
-    _require(biomarkers, ["family"], source)
     is_cluster = biomarkers["family"].astype(str).str.lower().eq("cluster")
-    number = biomarkers["candidate"].astype(str).str.extract(r"(-?\d+)\s*$")[0]
+    number = name.str.extract(r"(-?\d+)\s*$")[0]
     bad = is_cluster & number.isna()
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])

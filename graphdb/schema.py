@@ -52,8 +52,8 @@ LESION = NodeType("Lesion", "lesion_id", {
 })
 CLUSTER = NodeType("Cluster", "cluster_id", {"cluster_id": INT64, "size": INT64})
 BIOMARKER = NodeType("Biomarker", "candidate", {
-    "candidate": STRING, "family": STRING, "hr": DOUBLE, "ci_low": DOUBLE, "ci_high": DOUBLE,
-    "p": DOUBLE, "q": DOUBLE, "n": INT64, "events": INT64,
+    "candidate": STRING, "family": STRING, "level": STRING, "hr": DOUBLE, "ci_low": DOUBLE,
+    "ci_high": DOUBLE, "p": DOUBLE, "q": DOUBLE, "n": INT64, "events": INT64,
 })
 NODES: dict[str, NodeType] = {n.label: n for n in (PATIENT, STUDY, LESION, CLUSTER, BIOMARKER)}
 

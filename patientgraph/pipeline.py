@@ -64,7 +64,8 @@ def run_pipeline(
     """Run the chosen stages in order; returns each stage's summary.
 
     ``config`` maps a stage name to that stage's options (e.g. ``{"embed": {"preset":
-    "fast"}, "index": {"k": 10}}``); ``graph`` is the graph URI of the ``graph`` stage.
+    "fast"}, "index": {"k": 10}}``); ``graph`` is the graph URI that the ``graph`` stage
+    loads and the ``discover`` stage writes its results into.
     """
     config = dict(config or {})
     unknown = set(config) - set(STAGES)
@@ -79,7 +80,7 @@ def run_pipeline(
     results: dict[str, Any] = {}
     for name in parse_stages(stages):
         options = dict(config.get(name, {}))
-        if name == "graph" and graph:
+        if name in ("graph", "discover") and graph:
             options["graph"] = graph
         summary = stage_module(name).run(ws, config=options, force=force)
         echo(f"{name}: " + ("up to date" if summary.get("skipped") else "done"))

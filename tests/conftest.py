@@ -49,3 +49,26 @@ def tree_digest(root: Path) -> dict[str, str]:
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*")) if p.is_file()
     }
+
+
+@pytest.fixture(scope="session")
+def discovered(tmp_path_factory):
+    """A small synthetic cohort run through every stage, discover included (read-only).
+
+    60 patients on 96 px slices: enough events for the survival scan and the GNN, small
+    enough for a test session. The embed stage uses the fast preset.
+    """
+    from patientgraph import Workspace, ingest_deeplesion
+    from patientgraph.pipeline import run_pipeline
+    from patientgraph.synth import generate
+
+    base = tmp_path_factory.mktemp("discovered")
+    cohort = base / "cohort"
+    generate(cohort, n_patients=60, seed=3, image_size=96)
+    ws = Workspace(base / "ws")
+    ingest_deeplesion(cohort / "DL_info.csv", cohort / "Images_png", ws.root,
+                      records=cohort / "records.csv", outcomes=cohort / "outcomes.csv",
+                      studies=cohort / "studies.csv")
+    run_pipeline(ws, config={"embed": {"preset": "fast"}, "index": {"k": 5}},
+                 echo=lambda _msg: None)
+    return ws

@@ -1,0 +1,225 @@
+"""Pipeline stage ``discover``: clusters, lesion tracks, the biomarker scan and GNN risk.
+
+Reads the cohort, ``W/embeddings/*.parquet`` and ``W/index/*_knn.parquet``; writes
+``W/discovery/`` in one atomic swap:
+
+* ``clusters.parquet``: lesion_id, cluster (-1 noise), probability, x, y (the 2-D map);
+* ``cluster_summary.parquet``: each cluster's size, type/location/size make-up, exemplars;
+* ``tracks.parquet``: track_id, lesion_id, patient_id, study_id, day, long_mm;
+* ``patient_growth.parquet``: patient_id, growth_rate (log long diameter per day), n_tracks;
+* ``candidates.parquet``: the patients x candidates table the scan tested (with outcomes);
+* ``biomarkers.parquet``: candidate, family, hr, ci_low, ci_high, p, q, n, events, ...;
+* ``risk.parquet``: patient_id, risk (GNN), risk_cox (baseline on the same inputs), split;
+* ``risk_explain.parquet``: patient_id, kind (feature/neighbour), name, contribution;
+* ``metrics.json``: C-indices with bootstrap intervals, rows left out and why;
+
+and ``W/models/clusters.pkl`` (assigns new lesions to the clusters without refitting).
+When the graph stage has run, the results are written back into that graph (Cluster nodes,
+IN_CLUSTER, SAME_LESION, Biomarker nodes, risk on Patient). A rerun is skipped when the
+inputs, the config and the graph load are unchanged.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from patientgraph.atomic import atomic_dir, atomic_path, write_json
+from patientgraph.errors import InputError, did_you_mean
+from patientgraph.workspace import Workspace, file_sha256, fingerprint
+
+STAGE = "discover"
+OUT_DIR = "discovery"
+MODEL = "models/clusters.pkl"
+COHORT = ("patients", "studies", "lesions", "records", "outcomes")
+EMBEDDINGS = {"lesion_embeddings": "embeddings/lesions.parquet",
+              "patient_embeddings": "embeddings/patients.parquet"}
+KNN = {"lesion_knn": "index/lesion_knn.parquet", "patient_knn": "index/patient_knn.parquet"}
+PARTS = ("clusters", "tracking", "scan", "gnn")
+DEFAULTS: dict[str, Any] = {part: {} for part in PARTS} | {"graph": None, "write_graph": True}
+
+Echo = Callable[[str], None]
+
+
+def run(workspace: str | Path | Workspace, config: Mapping[str, Any] | None = None,
+        force: bool = False, echo: Echo | None = None) -> dict[str, Any]:
+    """Run the four analyses, write ``W/discovery/`` and the graph; returns the summary.
+
+    ``config`` holds one dict of options per part (``clusters``, ``tracking``, ``scan``,
+    ``gnn``; see each module), ``graph`` (a folder or Neo4j URI to write the results into;
+    default: where the graph stage loaded the cohort) and ``write_graph`` (True).
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    cfg = _config(config)
+    inputs = _input_hashes(ws)
+    target = _graph_target(ws, cfg)
+    fp_config = {k: v for k, v in cfg.items() if k != "graph"} | {"graph": _shown(target, ws)}
+    if not force and ws.is_current(STAGE, fingerprint(fp_config, inputs)):
+        return {**ws.stage_record(STAGE)["summary"], "skipped": True}
+
+    say = echo or (lambda _msg: None)
+    started = time.perf_counter()
+    data = _read_inputs(ws)
+    results, seconds = analyse(data, cfg, say)
+    summary = _summary(results, seconds)
+
+    with atomic_dir(ws.path(OUT_DIR)) as tmp:
+        for name, frame in results["frames"].items():
+            frame.to_parquet(tmp / f"{name}.parquet", index=False)
+        write_json(results["metrics"], tmp / "metrics.json")
+    with atomic_path(ws.path(MODEL)) as tmp:
+        tmp.write_bytes(pickle.dumps(results["model"]))
+    if target is not None:
+        t0 = time.perf_counter()
+        summary["graph"] = write_back(target, results["frames"])
+        seconds["graph_write"] = round(time.perf_counter() - t0, 3)
+    summary["seconds"] = seconds
+    ws.record_stage(STAGE, config=fp_config, inputs=inputs, outputs=[OUT_DIR, MODEL],
+                    seconds=time.perf_counter() - started, summary=summary)
+    return {**summary, "skipped": False}
+
+
+def analyse(data: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any],
+            say: Echo = lambda _msg: None) -> tuple[dict[str, Any], dict[str, float]]:
+    """The four analyses on in-memory tables (the stage without the workspace around it)."""
+    from discovery.candidates import build_candidates
+    from discovery.clusters import cluster_lesions
+    from discovery.gnn import fit_risk
+    from discovery.survival import BiomarkerScan
+    from discovery.tracking import track_lesions
+
+    seconds: dict[str, float] = {}
+
+    def timed(part: str, fn, *args):
+        say(f"discover: {part}")
+        t0 = time.perf_counter()
+        out = fn(*args)
+        seconds[part] = round(time.perf_counter() - t0, 3)
+        return out
+
+    clusters, cluster_summary, model = timed(
+        "clusters", cluster_lesions, data["lesion_embeddings"], data["lesions"],
+        data.get("lesion_knn"), dict(cfg["clusters"]))
+    tracks, _pairs, growth = timed(
+        "tracking", track_lesions, data["lesions"], data["studies"],
+        data["lesion_embeddings"], dict(cfg["tracking"]))
+    scan_cfg = dict(cfg["scan"])
+    n_components = scan_cfg.pop("n_components", 5)
+    table, families = build_candidates(
+        data["patients"], data["records"], data["outcomes"], data["lesions"], data["studies"],
+        clusters=clusters, patient_growth=growth,
+        patient_embeddings=data["patient_embeddings"], n_components=n_components)
+    scan = timed("scan", lambda: BiomarkerScan(**scan_cfg).fit(table, families=families))
+    risk, gnn_metrics, explain = timed(
+        "gnn", fit_risk, data["patients"], data["records"], data["outcomes"],
+        data["patient_embeddings"], data.get("patient_knn"), dict(cfg["gnn"]))
+    frames = {
+        "clusters": clusters, "cluster_summary": cluster_summary, "tracks": tracks,
+        "patient_growth": growth, "candidates": table, "biomarkers": scan.results_,
+        "risk": risk, "risk_explain": explain,
+    }
+    metrics = {"gnn": gnn_metrics, "scan_excluded": getattr(scan, "excluded_", {})}
+    return {"frames": frames, "metrics": metrics, "model": model}, seconds
+
+
+def write_back(target: str, frames: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
+    """Write clusters, tracks, biomarkers and risk into the graph at ``target``."""
+    from graphdb.store import open_store
+
+    with open_store(target) as store:
+        counts: dict[str, Any] = dict(store.write_clusters(frames["clusters"]))
+        counts["SAME_LESION"] = store.write_tracks(frames["tracks"])
+        counts.update(store.write_biomarkers(frames["biomarkers"]))
+        counts["Patient.risk"] = store.write_risk(frames["risk"])
+    return counts
+
+
+def _summary(results: Mapping[str, Any], seconds: Mapping[str, float]) -> dict[str, Any]:
+    frames = results["frames"]
+    clusters, biomarkers = frames["clusters"], frames["biomarkers"]
+    q = pd.to_numeric(biomarkers["q"], errors="coerce")
+    gnn = results["metrics"]["gnn"]
+    return {
+        "lesions": int(len(clusters)),
+        "clusters": int(clusters.loc[clusters["cluster"] >= 0, "cluster"].nunique()),
+        "noise_fraction": round(float((clusters["cluster"] < 0).mean()), 4),
+        "tracks": int(frames["tracks"]["track_id"].nunique()),
+        "candidates": int(biomarkers["candidate"].nunique()),
+        "findings_q05": int((q < 0.05).sum()),
+        "c_index_gnn": gnn.get("c_index_gnn"),
+        "c_index_cox": gnn.get("c_index_cox"),
+        "seconds": dict(seconds),
+    }
+
+
+def _config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
+    for key, value in (config or {}).items():
+        if key not in DEFAULTS:
+            raise InputError(None, f"the discover config has an unknown option {key!r}."
+                             f"{did_you_mean(key, DEFAULTS)}",
+                             f"use {', '.join(DEFAULTS)}")
+        if key in PARTS and not isinstance(value, Mapping):
+            raise InputError(None, f"the discover option {key!r} must be an object of options, "
+                             f"got {value!r}", f'write it as {{"{key}": {{...}}}}')
+        cfg[key] = dict(value) if key in PARTS else value
+    return cfg
+
+
+def _required(ws: Workspace) -> dict[str, Path]:
+    paths = {name: ws.table_path(name) for name in COHORT}
+    paths |= {name: ws.path(rel) for name, rel in EMBEDDINGS.items()}
+    for name, path in paths.items():
+        if not path.exists():
+            stage = "ingest" if name in COHORT else "embed"
+            fix = ("ingest outcomes with `patientgraph ingest deeplesion ... --outcomes "
+                   "outcomes.csv`" if name == "outcomes" else
+                   f"run the {stage} stage first: patientgraph run --workspace {ws.root} "
+                   f"--stages {stage if stage != 'ingest' else 'embed'}")
+            raise InputError(path, f"the discover stage needs {path.name}, which is missing",
+                             fix)
+    return paths | {name: ws.path(rel) for name, rel in KNN.items() if ws.path(rel).exists()}
+
+
+def _input_hashes(ws: Workspace) -> dict[str, str]:
+    inputs = {name: file_sha256(path) for name, path in _required(ws).items()}
+    graph = ws.stage_record("graph")
+    if graph is not None:  # a rebuilt graph has lost the results written into it
+        inputs["graph_load"] = graph.get("fingerprint", "") + graph.get("finished", "")
+    return inputs
+
+
+def _read_inputs(ws: Workspace) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_parquet(path) for name, path in _required(ws).items()}
+
+
+def _graph_target(ws: Workspace, cfg: Mapping[str, Any]) -> str | None:
+    """Where to write the results: the config's graph, else where the graph stage loaded."""
+    from graphdb.store import is_server_uri
+
+    if not cfg["write_graph"]:
+        return None
+    if cfg["graph"]:
+        return str(cfg["graph"])
+    record = ws.stage_record("graph")
+    if record is None:
+        return None
+    loaded = record["config"]["graph"]
+    return loaded if is_server_uri(loaded) else str(ws.root / loaded)
+
+
+def _shown(target: str | None, ws: Workspace) -> str | None:
+    """The target as the manifest shows it: no credentials; a folder relative to W."""
+    from graphdb.store import is_server_uri, redact
+
+    if target is None or is_server_uri(target):
+        return redact(target) if target else None
+    try:
+        return str(Path(target).resolve().relative_to(ws.root.resolve()))
+    except ValueError:
+        return str(Path(target).resolve())
