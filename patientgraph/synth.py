@@ -1251,9 +1251,10 @@ def _write_png16(path: Path, pixels: np.ndarray) -> None:
                      + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)) + chunk(b"IEND", b""))
 
 
-def _build_patient(pid: int, seed: int, image_size: int, images: Path) -> _Patient:
+def _build_patient(pid: int, seed: int, image_size: int, images: Path | None) -> _Patient:
     patient = _plan_patient(seed, pid, image_size)
-    _write_patient(patient, seed, images)
+    if images is not None:
+        _write_patient(patient, seed, images)
     return patient
 
 
@@ -1268,6 +1269,7 @@ def generate(
     progress: Callable[[int, int], None] | None = None,
     *,
     workers: int | None = None,
+    images: bool = True,
 ) -> dict:
     """Write a synthetic DeepLesion-format cohort into ``out_dir``.
 
@@ -1279,6 +1281,9 @@ def generate(
     ``workers`` processes render patients in parallel (default: up to 2 for cohorts of 50 or
     more patients); the output is byte-identical whatever their number. ``progress(done,
     total)`` is called after each patient. Returns a summary: counts and seconds.
+
+    ``images=False`` skips rendering and writing the slices (no ``Images_png/``): the tables
+    and ``truth.json`` are the same as with images, for analyses that need no pixels.
     """
     if n_patients < 1:
         raise ValueError(f"n_patients must be at least 1, not {n_patients}")
@@ -1295,9 +1300,10 @@ def generate(
     started = time.perf_counter()
     with atomic_dir(out) as tmp:
         tmp.chmod(0o755)  # a private temporary folder becomes an ordinary one
-        images = tmp / "Images_png"
-        images.mkdir()
-        build = partial(_build_patient, seed=seed, image_size=image_size, images=images)
+        folder = tmp / "Images_png" if images else None
+        if folder is not None:
+            folder.mkdir()
+        build = partial(_build_patient, seed=seed, image_size=image_size, images=folder)
         pids = range(1, n_patients + 1)
         patients = []
         with contextlib.ExitStack() as stack:
@@ -1359,7 +1365,8 @@ def _write_tables(root: Path, patients: list[_Patient], seed: int) -> dict:
         "studies": sum(len(p.studies) for p in patients),
         "lesion_rows": len(rows),
         "physical_lesions": sum(len(p.truth["physical_lesions"]) for p in patients),
-        "slices": sum(1 for _ in (root / "Images_png").rglob("*.png")),
+        "slices": (sum(1 for _ in (root / "Images_png").rglob("*.png"))
+                   if (root / "Images_png").is_dir() else 0),
         "events": n_events,
         "censored_fraction": round(1 - n_events / len(patients), 3),
         "missing_fraction": truth["missing_fraction"],

@@ -179,6 +179,16 @@ def test_same_seed_same_bytes_different_seed_different(tmp_path):
     assert all(a_slices[k] != _slice_bytes(c)[k] for k in common)
 
 
+def test_without_images_the_tables_and_truth_are_the_same(tmp_path):
+    full = _small(tmp_path, "full", 3)
+    bare = tmp_path / "bare"
+    summary = synth.generate(bare, n_patients=5, seed=3, image_size=128, images=False)
+    assert not (bare / "Images_png").exists() and summary["slices"] == 0
+    for name in ("DL_info.csv", "records.csv", "outcomes.csv", "studies.csv", "truth.json"):
+        assert (bare / name).read_bytes() == (full / name).read_bytes(), name
+    assert any((full / "Images_png").rglob("*.png"))
+
+
 def test_refuses_to_replace_a_foreign_folder_and_bad_arguments(tmp_path):
     (tmp_path / "keep.txt").write_text("not a cohort")
     with pytest.raises(FileExistsError, match="not an earlier synthetic cohort"):
