@@ -82,7 +82,9 @@ class Cohort:
         return ~self.held & (type_labels(self.lesions) >= 0)
 
 
-def main(quick: bool = False) -> None:
+def main(quick: bool = False, no_index: bool = False) -> None:
+    """Run the benchmark; ``no_index`` skips the 1M-vector index and CUDA figures (training
+    time, quality and CPU inference speed only: a few minutes)."""
     n_patients = 60 if quick else 400
     bench = QUICK if quick else BENCH
     root = Path(tempfile.mkdtemp(prefix="pg-bench-embed-"))
@@ -96,6 +98,8 @@ def main(quick: bool = False) -> None:
         _lesion_quality(bench, cohort, EmbedConfig.from_dict(config))
         _patient_quality(bench, cohort)
         _inference_speed(bench, ws, quick)
+        if no_index:
+            return
         _index_speed(bench, cohort.vectors, quick)
         if torch.cuda.is_available():
             _cuda_speed(bench)
@@ -353,3 +357,17 @@ def _cuda_speed(bench: str) -> None:
     knn = knn_graph_seconds(cuda, 1_000_000, 1_000_000)
     record(bench, "exact kNN graph seconds (CUDA, 1M x 128)", knn["graph_seconds"], "s",
            n=1_000_000, higher_is_better=False, note=f"{gpu}; torch fp16 brute force")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from benchmarks.results import render
+
+    parser = argparse.ArgumentParser(description="The embed benchmark alone.")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--no-index", action="store_true",
+                        help="skip the 1M-vector index and CUDA figures")
+    args = parser.parse_args()
+    main(quick=args.quick, no_index=args.no_index)
+    render()

@@ -17,6 +17,7 @@ from typing import Any
 from patientgraph.errors import InputError, did_you_mean
 
 ON_IMAGE_ERROR = ("skip", "raise")
+KEEP = ("best", "last")
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,18 @@ class TrainConfig:
     type_weight: float = 3.0
     proxy_weight: float = 1.0
     same_lesion_weight: float = 1.0
+    same_patient_weight: float = 0.0
+    patient_group: int = 4
     location_weight: float = 1.0
     labelled_share: float = 0.75
     validation_share: float = 0.2
     holdout_split: int | None = 3
     same_lesion_max_distance: float = 0.06
     device: str = "auto"
+    keep: str = "best"
+    pseudo_label_epoch: int | None = None
+    pseudo_label_threshold: float = 0.7
+    pseudo_label_patient_mix: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,11 @@ class EmbedConfig:
                 None, f"embed option on_image_error is {out.on_image_error!r}."
                 f"{did_you_mean(str(out.on_image_error), ON_IMAGE_ERROR)}",
                 "use skip (embed what can be read, list the failures) or raise")
+        if out.train.keep not in KEEP:
+            raise InputError(
+                None, f"embed option train.keep is {out.train.keep!r}."
+                f"{did_you_mean(str(out.train.keep), KEEP)}",
+                "use best (the epoch that scored best on the validation patients) or last")
         return out
 
 

@@ -21,12 +21,17 @@ def positive_weights(
     *,
     same_lesion_weight: float = 1.0,
     type_weight: float = 1.0,
+    patient: torch.Tensor | None = None,
+    same_patient_weight: float = 0.0,
 ) -> torch.Tensor:
     """Target weights ``(n, n)`` between the ``n`` views of a batch (diagonal zero).
 
     ``lesion`` identifies the lesion a view shows, ``track`` the physical lesion it belongs
     to across studies (-1 unknown), ``coarse_type`` its label (-1 unknown). Each row's type
     positives share ``type_weight`` between them, so a common type does not drown the rest.
+    ``patient`` (optional) identifies the patient: the patient's other lesions share
+    ``same_patient_weight`` (a weak positive: most of a patient's lesions are of one type,
+    and it needs no reader's label).
     """
     n = lesion.shape[0]
     eye = torch.eye(n, dtype=torch.bool, device=lesion.device)
@@ -37,7 +42,13 @@ def positive_weights(
     same_type &= ~eye & ~same_view_lesion
     weights = same_view_lesion.float() + same_lesion_weight * same_track.float()
     n_type = same_type.sum(dim=1, keepdim=True).clamp(min=1)
-    return weights + type_weight * same_type.float() / n_type
+    weights = weights + type_weight * same_type.float() / n_type
+    if patient is not None and same_patient_weight > 0:
+        same_patient = (patient[:, None] == patient[None, :]) & ~same_view_lesion & ~eye
+        same_patient &= ~same_track
+        n_patient = same_patient.sum(dim=1, keepdim=True).clamp(min=1)
+        weights = weights + same_patient_weight * same_patient.float() / n_patient
+    return weights
 
 
 def soft_contrastive_loss(

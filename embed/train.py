@@ -68,6 +68,7 @@ class TrainingResult:
     patients: dict[str, int] = field(default_factory=dict)
     labelled_lesions: int = 0
     mined_pairs: int = 0
+    pseudo_labelled: int = 0
     seconds: float = 0.0
 
     def summary(self) -> dict:
@@ -76,6 +77,7 @@ class TrainingResult:
             "metric": self.metric, "best_score": self.best_score, "best_epoch": self.best_epoch,
             "epochs_run": len(self.history), "patients": self.patients,
             "labelled_lesions": self.labelled_lesions, "mined_pairs": self.mined_pairs,
+            "pseudo_labelled": self.pseudo_labelled,
             "seconds": round(self.seconds, 1), "history": self.history,
         }
 
@@ -87,6 +89,7 @@ class _Data:
     hu: np.ndarray
     role: np.ndarray
     patient: np.ndarray
+    patient_code: np.ndarray
     study: np.ndarray
     location: np.ndarray
     types: np.ndarray
@@ -100,8 +103,14 @@ class BatchSampler:
     pairs together, the rest uniformly."""
 
     def __init__(self, train: np.ndarray, types: np.ndarray, track: np.ndarray,
-                 batch_size: int, labelled_share: float, rng: np.random.Generator):
+                 batch_size: int, labelled_share: float, rng: np.random.Generator,
+                 patient: np.ndarray | None = None, patient_group: int = 0):
         self.train, self.batch_size, self.rng = train, batch_size, rng
+        self.patient_group = patient_group
+        self.patient_members = []
+        if patient is not None and patient_group > 1:
+            groups = pd.Series(train).groupby(patient[train]).agg(list)
+            self.patient_members = [g for g in groups.tolist() if len(g) >= 2]
         typed = train[types[train] >= 0]
         self.by_type = [typed[types[typed] == t] for t in np.unique(types[typed])]
         self.n_labelled = int(round(batch_size * labelled_share)) if self.by_type else 0
@@ -113,6 +122,8 @@ class BatchSampler:
         rest = self.batch_size - self.n_labelled
         if self.track_members:
             picks.append(self._pairs(rest // 4))
+        if self.patient_members:
+            picks.append(self._patients(self.batch_size - sum(map(len, picks))))
         picks.append(self.rng.choice(self.train, self.batch_size - sum(map(len, picks))))
         return np.concatenate(picks).astype(np.int64)
 
@@ -121,6 +132,16 @@ class BatchSampler:
             return np.empty(0, np.int64)
         groups = self.rng.integers(len(self.by_type), size=n)
         return np.array([self.rng.choice(self.by_type[g]) for g in groups], np.int64)
+
+    def _patients(self, n: int) -> np.ndarray:
+        """Groups of up to ``patient_group`` lesions of one patient, ``n`` lesions in all."""
+        out, left = [], n
+        while left >= 2:
+            members = self.patient_members[self.rng.integers(len(self.patient_members))]
+            take = min(self.patient_group, len(members), left)
+            out.append(self.rng.choice(members, take, replace=False))
+            left -= take
+        return np.concatenate(out) if out else np.empty(0, np.int64)
 
     def _pairs(self, n_pairs: int) -> np.ndarray:
         chosen = self.rng.integers(len(self.track_members), size=n_pairs)
@@ -156,11 +177,13 @@ def train_lesion_encoder(
     schedule = _cosine_schedule(optimizer, steps * tc.max_epochs, warmup=min(steps, 50))
     scaler = torch.amp.GradScaler(enabled=amp_dtype(device) == torch.float16)
     sampler = BatchSampler(train, data.types, data.track, tc.batch_size, tc.labelled_share,
-                           np.random.default_rng(tc.seed))
+                           np.random.default_rng(tc.seed), patient=data.patient,
+                           patient_group=tc.patient_group if tc.same_patient_weight > 0 else 0)
     generator = torch.Generator(device=device).manual_seed(tc.seed)
     validate = _validator(data, config, device)
 
     result = TrainingResult(model, validate.metric, -math.inf, 0)
+    given_types = data.types
     best_state = copy.deepcopy(model.state_dict())
     total = steps * tc.max_epochs
     for epoch in range(1, tc.max_epochs + 1):
@@ -178,6 +201,12 @@ def train_lesion_encoder(
             losses.append(float(loss.detach()))
             if progress:
                 progress((epoch - 1) * steps + step + 1, total)
+        if epoch == tc.pseudo_label_epoch:
+            data.types = pseudo_labels(model, heads, data, train, given_types, tc, device)
+            result.pseudo_labelled = int((data.types[train] != given_types[train]).sum())
+            sampler = BatchSampler(train, data.types, data.track, tc.batch_size,
+                                   tc.labelled_share, np.random.default_rng(tc.seed + 1),
+                                   patient=data.patient, patient_group=sampler.patient_group)
         score = validate(model)
         result.history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4),
                                validate.metric: round(score, 4),
@@ -185,17 +214,46 @@ def train_lesion_encoder(
         if _improves(score, result.best_score):
             result.best_score, result.best_epoch = score, epoch
             best_state = copy.deepcopy(model.state_dict())
-        elif epoch - result.best_epoch >= tc.patience:
+        elif tc.keep == "best" and epoch - result.best_epoch >= tc.patience:
             break
+    if tc.keep == "last":
+        best_state = model.state_dict()
     if progress:
         progress(total, total)
     model.load_state_dict(best_state)
     roles = pd.Series(data.role).groupby(data.patient).first().value_counts()
     result.patients = {r: int(roles.get(r, 0)) for r in (TRAIN, VALIDATION, HOLDOUT)}
-    result.labelled_lesions = int((data.types[train] >= 0).sum())
+    result.labelled_lesions = int((given_types[train] >= 0).sum())
     result.mined_pairs = len(data.pairs)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def pseudo_labels(model: LesionEncoder, heads: TrainingHeads, data: _Data, train: np.ndarray,
+                  given: np.ndarray, tc: TrainConfig, device: torch.device) -> np.ndarray:
+    """Types for the untyped training lesions from the proxy head, where confident.
+
+    A lesion's type log-probabilities are mixed with the mean over its patient's training
+    lesions (``pseudo_label_patient_mix``: most of a patient's lesions share one type); a
+    lesion whose mixed probability reaches ``pseudo_label_threshold`` takes the type. Typed
+    lesions keep their given type. Returns a copy of ``given`` with the new labels.
+    """
+    vectors = embed_crops(model, data.hu[train], data.location[train], device=device)
+    with torch.no_grad():
+        logits = heads.type_logits(torch.from_numpy(vectors).to(device), tc.temperature)
+        known = torch.zeros(logits.shape[1], dtype=torch.bool, device=device)
+        known[list(COARSE_TYPES)] = True
+        log_p = F.log_softmax(logits.float().masked_fill(~known, -math.inf), dim=1)
+        log_p = log_p.masked_fill(~known, 0.0).cpu().numpy()
+    patient_mean = pd.DataFrame(log_p).groupby(data.patient_code[train]).transform("mean")
+    mixed = log_p + tc.pseudo_label_patient_mix * patient_mean.to_numpy()
+    mixed[:, ~known.cpu().numpy()] = -np.inf
+    mixed -= mixed.max(axis=1, keepdims=True)
+    confidence = 1.0 / np.exp(mixed).sum(axis=1)
+    out = given.copy()
+    take = (given[train] < 0) & (confidence >= tc.pseudo_label_threshold)
+    out[train[take]] = mixed.argmax(axis=1)[take]
+    return out
 
 
 def _improves(score: float, best: float) -> bool:
@@ -224,6 +282,7 @@ def _prepare_data(hu: np.ndarray, lesions: pd.DataFrame, studies: pd.DataFrame,
     targets = location_size_targets(table)
     return _Data(
         hu=hu, role=role, patient=table["patient_id"].astype(str).to_numpy(),
+        patient_code=pd.factorize(table["patient_id"].astype(str))[0].astype(np.int64),
         study=table["study_id"].astype(str).to_numpy(), location=lesion_locations(table),
         types=type_labels(table), track=track,
         targets=standardise(targets, targets[role == TRAIN]), pairs=pairs,
@@ -254,6 +313,8 @@ def _step_loss(model: LesionEncoder, heads: TrainingHeads, data: _Data, batch: n
         lesion, torch.from_numpy(np.tile(data.track[batch], 2)),
         torch.from_numpy(np.tile(data.types[batch], 2)),
         same_lesion_weight=tc.same_lesion_weight, type_weight=tc.type_weight,
+        patient=torch.from_numpy(np.tile(data.patient_code[batch], 2)),
+        same_patient_weight=tc.same_patient_weight,
     ).to(device)
     targets = torch.from_numpy(np.tile(data.targets[batch], (2, 1))).to(device)
     location = torch.from_numpy(np.tile(data.location[batch], (2, 1)))

@@ -33,6 +33,7 @@ def test_nested_overrides_and_round_trip():
     ({"train": 3}, "must be a mapping"),
     ({"weights": [1, 2]}, "not a mapping"),
     ({"on_image_error": "skp"}, "Did you mean 'skip'"),
+    ({"train": {"keep": "lats"}}, "train.keep is 'lats'. Did you mean 'last'"),
 ])
 def test_bad_options_are_input_errors(config, message):
     with pytest.raises(InputError, match=message):

@@ -25,6 +25,22 @@ def test_positive_weights_from_views_tracks_and_types():
     assert w[2, 3] == 0.0  # unlabelled lesion: no type positive
 
 
+def test_same_patient_positives_share_their_weight_and_skip_known_pairs():
+    # views of lesions 0, 1, 2 of patient 7 (0 and 1 one physical lesion), lesion 3 of patient 8
+    lesion = torch.tensor([0, 1, 2, 3])
+    track = torch.tensor([5, 5, -1, -1])
+    coarse_type = torch.full((4,), -1)
+    patient = torch.tensor([7, 7, 7, 8])
+    w = positive_weights(lesion, track, coarse_type, same_lesion_weight=1.0,
+                         patient=patient, same_patient_weight=0.4)
+    assert w[0, 1] == 1.0  # same physical lesion: the track weight only
+    assert w[0, 2] == pytest.approx(0.4)  # the patient's only other lesion
+    assert w[2, 0] == w[2, 1] == pytest.approx(0.2)  # two lesions share the patient weight
+    assert w[3, :3].sum() == 0.0 and w[:3, 3].sum() == 0.0  # another patient
+    off = positive_weights(lesion, track, coarse_type, patient=patient)
+    assert off[0, 2] == 0.0  # weight 0 (the default): no patient positives
+
+
 def test_soft_contrastive_loss_prefers_embeddings_that_match_the_targets():
     weights = torch.tensor([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]], dtype=float)
     good = F.normalize(torch.tensor([[1, 0], [1, 0.1], [0, 1], [0.1, 1]], dtype=float), dim=1)

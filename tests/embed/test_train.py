@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from embed.config import EmbedConfig
 from embed.crops import read_crops
+from embed.encoder import LesionEncoder
 from embed.labels import HOLDOUT, split_patients
-from embed.train import BatchSampler, train_lesion_encoder
+from embed.train import (
+    BatchSampler,
+    TrainingHeads,
+    _prepare_data,
+    pseudo_labels,
+    train_lesion_encoder,
+)
 from patientgraph.errors import InputError
 
 FAST = EmbedConfig.from_dict({"preset": "fast"})
@@ -51,6 +60,41 @@ def test_everyone_held_out_is_an_error(ingested, crops):
         train_lesion_encoder(crops, lesions, ingested.table("studies"), FAST)
 
 
+def test_pseudo_labels_fill_only_untyped_training_lesions(ingested, crops):
+    lesions, studies = ingested.table("lesions"), ingested.table("studies")
+    data = _prepare_data(crops, lesions, studies, FAST)
+    train = np.flatnonzero(data.role == "train")
+    torch.manual_seed(0)
+    model = LesionEncoder(FAST.encoder, FAST.crop)
+    heads = TrainingHeads(FAST.encoder.embedding_dim, data.targets.shape[1])
+    cpu = torch.device("cpu")
+    given = data.types.copy()
+    untyped = train[given[train] < 0]
+    assert len(untyped)
+    everyone = pseudo_labels(model, heads, data, train, given, replace(FAST.train,
+                             pseudo_label_threshold=0.0), cpu)
+    assert set(everyone[untyped]) <= set(range(1, 9))  # a coarse type each, never 0
+    typed = given >= 0
+    assert np.array_equal(everyone[typed], given[typed])  # readers' labels are kept
+    outside = np.setdiff1d(np.arange(len(given)), train)
+    assert np.array_equal(everyone[outside], given[outside])  # never validation or holdout
+    none = pseudo_labels(model, heads, data, train, given, replace(FAST.train,
+                         pseudo_label_threshold=1.01), cpu)
+    assert np.array_equal(none, given)
+
+
+def test_training_with_pseudo_labels_and_patient_positives(ingested, crops):
+    config = EmbedConfig.from_dict({"preset": "fast", "train": {
+        "pseudo_label_epoch": 1, "pseudo_label_threshold": 0.0, "same_patient_weight": 1.0,
+        "keep": "last"}})
+    result = train_lesion_encoder(crops, ingested.table("lesions"), ingested.table("studies"),
+                                  config)
+    summary = result.summary()
+    assert summary["pseudo_labelled"] > 0
+    assert summary["epochs_run"] == config.train.max_epochs  # keep=last: no early stop
+    assert np.isfinite([h["loss"] for h in summary["history"]]).all()
+
+
 def test_batch_sampler_mixes_typed_paired_and_random_lesions():
     train = np.arange(40)
     types = np.where(train < 10, train % 2 + 1, -1)
@@ -62,6 +106,19 @@ def test_batch_sampler_mixes_typed_paired_and_random_lesions():
     assert (types[batch[:8]] >= 0).all()  # the typed half
     pairs = batch[8:10]
     assert track[pairs[0]] == track[pairs[1]] >= 0  # a mined pair, both members
+
+
+def test_batch_sampler_draws_groups_of_one_patients_lesions():
+    train = np.arange(60)
+    types = np.full(60, -1)
+    track = np.full(60, -1)
+    patient = train // 5  # 12 patients with 5 lesions each
+    sampler = BatchSampler(train, types, track, batch_size=16, labelled_share=0.5,
+                           rng=np.random.default_rng(0), patient=patient, patient_group=4)
+    batch = sampler()
+    assert len(batch) == 16
+    groups = batch.reshape(4, 4)  # no typed lesions, no pairs: four groups of four
+    assert all(len(set(patient[g])) == 1 and len(set(g)) == 4 for g in groups)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
