@@ -237,11 +237,22 @@ class _Observations:
 
     def patient_studies(self):
         """Per patient: its studies in time order (day, then study_id), each an array of rows."""
-        order = pd.DataFrame({"patient": self.patient, "day": self.day, "study": self.study_id,
-                              "row": np.arange(len(self.ids))})
-        order = order.sort_values(["patient", "day", "study", "row"], na_position="last")
-        for _, g in order.groupby("patient", sort=False):
-            yield [s["row"].to_numpy() for _, s in g.groupby("study", sort=False)]
+        rows = self.time_order()
+        patient, study = self.patient[rows], self.study_id[rows]
+        new_patient = np.flatnonzero(patient[1:] != patient[:-1]) + 1
+        new_study = np.flatnonzero((study[1:] != study[:-1]) | (patient[1:] != patient[:-1])) + 1
+        study_rows = np.split(rows, new_study)
+        study_patient = np.split(np.r_[0, new_study], np.searchsorted(new_study, new_patient) + 1)
+        start = 0
+        for group in study_patient:
+            yield study_rows[start:start + len(group)]
+            start += len(group)
+
+    def time_order(self) -> np.ndarray:
+        """Row positions by patient, then day (unknown last), study_id and input order."""
+        order = pd.DataFrame({"p": self.patient, "d": self.day, "s": self.study_id,
+                              "i": np.arange(len(self.ids))})
+        return order.sort_values(["p", "d", "s", "i"], na_position="last")["i"].to_numpy()
 
     def residuals(self, src: np.ndarray, dst: np.ndarray,
                   shift: np.ndarray | None = None) -> np.ndarray:
@@ -267,8 +278,7 @@ def _tables(obs: _Observations, links: list[tuple[int, int]]):
         has_prev[b] = True
     rows, track_ids = [], []
     count: dict[str, int] = {}
-    order = pd.DataFrame({"p": obs.patient, "d": obs.day, "s": obs.study_id, "i": np.arange(n)})
-    for start in order.sort_values(["p", "d", "s", "i"], na_position="last")["i"]:
+    for start in obs.time_order():
         if has_prev[start]:
             continue
         pid = obs.patient[start]
@@ -293,17 +303,23 @@ def _tables(obs: _Observations, links: list[tuple[int, int]]):
 
 def lesion_growth(tracks: pd.DataFrame) -> pd.DataFrame:
     """Per track: patient_id, n_points, slope (log long_mm per day; NaN below two days)."""
-    out = []
-    for tid, g in tracks.groupby("track_id", sort=False):
-        ok = g["day"].notna().to_numpy()
-        day = g["day"].to_numpy(float)[ok]
-        y = np.log(g["long_mm"].to_numpy(float)[ok])
-        slope = math.nan
-        if len(np.unique(day)) >= 2:
-            dc = day - day.mean()
-            slope = float((dc * (y - y.mean())).sum() / (dc ** 2).sum())
-        out.append((tid, g["patient_id"].iloc[0], len(g), slope))
-    return pd.DataFrame(out, columns=["track_id", "patient_id", "n_points", "slope"])
+    frame = pd.DataFrame({"track_id": tracks["track_id"].to_numpy(),
+                          "day": tracks["day"].to_numpy(float),
+                          "y": np.log(tracks["long_mm"].to_numpy(float))})
+    by = frame.groupby("track_id", sort=False)
+    out = by.size().rename("n_points").to_frame()
+    out["patient_id"] = tracks.groupby("track_id", sort=False)["patient_id"].first()
+    dated = frame.dropna(subset=["day"])
+    g = dated.groupby("track_id", sort=False)
+    dc = dated["day"] - g["day"].transform("mean")  # centred per track: a stable slope
+    yc = dated["y"] - g["y"].transform("mean")
+    sums = pd.DataFrame({"sxy": dc * yc, "sxx": dc * dc, "track_id": dated["track_id"]})
+    sums = sums.groupby("track_id", sort=False)[["sxy", "sxx"]].sum()
+    days = g["day"].nunique()
+    slope = (sums["sxy"] / sums["sxx"]).where(days >= 2)
+    out["slope"] = slope.reindex(out.index).astype(float)
+    out = out.reset_index()
+    return out[["track_id", "patient_id", "n_points", "slope"]]
 
 
 def patient_growth(growth: pd.DataFrame, patients=None) -> pd.DataFrame:
