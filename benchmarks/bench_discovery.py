@@ -1,0 +1,483 @@
+"""The discover stage: clusters, tracking, the biomarker scan and GNN risk, against truth.
+
+Quality, scored against ``truth.json`` of synthetic cohorts:
+
+* clusters against the true coarse types over all lesions (noise counts): NMI (target
+  >= 0.70), ARI, purity, noise fraction;
+* tracking: the share of consecutive lesion pairs of each track that are the same physical
+  lesion (target >= 95%), and the share of true pairs found;
+* the biomarker scan over seeds: each planted effect at q < 0.05 with the planted sign, and
+  the share of decoys at q < 0.05 (target <= 10%), per seed and pooled, in two variants side
+  by side: (a) the full pipeline (synth with images -> ingest -> embed, default preset ->
+  index -> discover) and (b) the tables alone with a perfect upstream (true growth rates and
+  the true lesion types as clusters), which measures the scan itself on the same cohorts;
+* the GNN against a Cox model on the same held-out patients (C-index, bootstrap intervals)
+  on the full-pipeline cohorts and on :func:`discovery.gnn.neighbour_signal_data`.
+
+Correctness: the largest relative difference of HR and p between the scan and direct
+lifelines fits on GBSG2. Speed: clustering, tracking, scan and GNN at DeepLesion scale
+(32,735 lesions, 4,427 patients; embeddings of the "fast" embed preset, since the speed of
+discovery is measured, not embedding quality; target under 5 minutes on 2 cores), and the
+scan of 100 candidates against a plain loop of lifelines fits on the same table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.bench_ingest import CACHE, cached_cohort
+from benchmarks.results import median_time, record
+from discovery import stage as discover_stage
+from discovery.candidates import build_candidates
+from discovery.clusters import cluster_quality
+from discovery.gnn import fit_risk, neighbour_signal_data
+from discovery.survival import BiomarkerScan, lifelines_loop
+from discovery.tracking import growth_quality, tracking_quality
+from patientgraph import Workspace, ingest, ingest_deeplesion
+from patientgraph.deeplesion import _attach_days, normalize_patient_key, read_dl_info
+from patientgraph.synth import generate
+
+BENCH = "discovery"
+QUICK = "discovery-quick"
+"""Quick runs (small cohorts, fast embed preset) are smoke tests: kept apart from real figures."""
+DEEPLESION_PATIENTS = 4427
+LIVER = 4
+"""The coarse type of the liver_primary effect."""
+SAME_NAME = ("lesion_burden", "growth_rate", "ldh", "albumin", "ecog", "age")
+FAST = {"preset": "fast"}
+
+
+def main(quick: bool = False) -> None:
+    bench = QUICK if quick else BENCH
+    root = Path(tempfile.mkdtemp(prefix="pg-bench-discovery-"))
+    n_patients = 200 if quick else 1000
+    pipeline_seeds = [0] if quick else [0, 1]
+    try:
+        bench_gbsg2(bench)
+        bench_scan_speed(bench, n=1000 if quick else DEEPLESION_PATIENTS,
+                         repeats=1 if quick else 3)
+        bench_gnn_neighbours(bench, 600)
+        bench_tables_only(bench, root, n_patients, seeds=[0] if quick else range(5))
+        pipeline = [bench_pipeline(bench, root, n_patients, pipeline_seeds[0],
+                                   FAST if quick else {})]
+        bench_scale(bench, n_patients=700 if quick else DEEPLESION_PATIENTS,
+                    repeats=1 if quick else 3)
+        for seed in pipeline_seeds[1:]:
+            pipeline.append(bench_pipeline(bench, root, n_patients, seed, {}))
+        _pooled(bench, "pipeline", pipeline, n_patients)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _load() -> str:
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+
+
+# --------------------------------------------------------------------------- correctness
+
+
+def bench_gbsg2(bench: str) -> None:
+    """Largest relative difference of HR, CI and p between the scan and direct lifelines fits
+    of the same models (age-adjusted, each candidate's own transform and levels)."""
+    from lifelines import CoxPHFitter
+    from lifelines.datasets import load_gbsg2
+
+    g = load_gbsg2()
+    res = BiomarkerScan(covariates=("age",)).fit(g, "time", "cens").results_
+    diffs = {"tight": [], "default": []}
+    for _, row in res.iterrows():
+        c = row["candidate"]
+        frame = pd.DataFrame({"time": g["time"], "cens": g["cens"]})
+        if row["kind"] == "numeric":
+            x = np.log(g[c]) if row["transform"] == "log" else g[c].astype(float)
+            frame["z"] = (x - x.mean()) / x.std()
+            if c != "age":
+                frame["age"] = g["age"]
+        else:
+            frame["z"] = (g[c] == row["level"]).astype(float)
+            frame["age"] = g["age"]
+            for level in g[c].unique():
+                if level not in (row["level"], row["reference"]):
+                    frame[f"level_{level}"] = (g[c] == level).astype(float)
+        for name, options in (("tight", {"precision": 1e-12, "r_precision": 1e-15}),
+                              ("default", None)):
+            s = CoxPHFitter().fit(frame, "time", "cens", fit_options=options).summary.loc["z"]
+            diffs[name].append((abs(row["hr"] / s["exp(coef)"] - 1), abs(row["p"] / s["p"] - 1),
+                                abs(row["ci_low"] / s["exp(coef) lower 95%"] - 1)))
+    tight, default = np.max(diffs["tight"], axis=0), np.max(diffs["default"], axis=0)
+    note = (f"{len(res)} rows (every GBSG2 column, age-adjusted) against CoxPHFitter with "
+            f"precision 1e-12; with lifelines' default stopping rule: HR {default[0]:.1e}, "
+            f"p {default[1]:.1e}; the tests assert 1e-6")
+    record(bench, "GBSG2 max relative difference HR vs lifelines", tight[0], "relative",
+           n=len(res), higher_is_better=False, note=note)
+    record(bench, "GBSG2 max relative difference p vs lifelines", tight[1], "relative",
+           n=len(res), higher_is_better=False, note=note)
+    record(bench, "GBSG2 max relative difference CI vs lifelines", tight[2], "relative",
+           n=len(res), higher_is_better=False, note=note)
+
+
+# --------------------------------------------------------------------------- scan speed
+
+
+def hundred_candidates(n: int = DEEPLESION_PATIENTS, k: int = 100, seed: int = 0
+                       ) -> pd.DataFrame:
+    """A patients x ``k`` candidates table: 70% numeric (half log-normal), 20% binary, 10%
+    three-level categorical, 10% missing each; two candidates carry an effect."""
+    rng = np.random.default_rng(seed)
+    data: dict[str, Any] = {"age": rng.normal(60, 12, n).round(),
+                            "sex": rng.choice(["F", "M"], n)}
+    for i in range(k):
+        if i % 10 < 7:
+            x = rng.lognormal(0, 1, n) if i % 2 else rng.normal(size=n)
+        elif i % 10 < 9:
+            x = rng.integers(0, 2, n).astype(float)
+        else:
+            x = rng.choice(list("ABC"), n).astype(object)
+        values = pd.Series(x)
+        values[rng.random(n) < 0.1] = np.nan
+        data[f"c{i}"] = values
+    df = pd.DataFrame(data)
+    eta = 0.4 * np.log(df["c1"].fillna(1)) - 0.3 * df["c0"].fillna(0)
+    t = rng.exponential(700 * np.exp(-eta))
+    c = rng.uniform(200, 1800, n)
+    df["time_days"] = np.maximum(np.minimum(t, c).round(), 1)
+    df["event"] = (t <= c).astype(int)
+    return df
+
+
+def bench_scan_speed(bench: str, n: int, repeats: int) -> None:
+    table = hundred_candidates(n)
+    cands = [c for c in table.columns if c.startswith("c")]
+    ours, scan = median_time(lambda: BiomarkerScan().fit(table, candidates=cands), repeats)
+    base, _ = median_time(lambda: lifelines_loop(table, cands), repeats)
+    record(bench, "scan 100 candidates seconds", ours, "s", baseline_value=base, n=n,
+           higher_is_better=False,
+           note=f"median of {repeats}; {len(scan.results_)} rows (with BH, PH tests, "
+                f"stability refits, log-rank, C) vs a plain loop of CoxPHFitter fits (one per "
+                f"candidate, dummies, complete cases); {_load()}")
+
+
+# --------------------------------------------------------------------------- scan quality
+
+
+def read_cohort_tables(cohort: Path) -> dict[str, pd.DataFrame]:
+    """The five cohort tables of a synthetic cohort, read with the ingest's readers (without
+    the image check, so a cohort made with ``images=False`` reads too)."""
+    patients, studies, lesions, _ = read_dl_info(cohort / "DL_info.csv")
+    days, source = ingest.read_study_days(cohort / "studies.csv", normalize_patient_key)
+    studies = _attach_days(studies, days, source)
+    extra, _ = ingest.read_extras(cohort / "records.csv", cohort / "outcomes.csv",
+                                  normalize_patient_key, time_col="time_days", event_col="event")
+    return {"patients": patients, "studies": studies, "lesions": lesions, **extra}
+
+
+def liver_clusters(clusters: pd.DataFrame, truth: Mapping) -> list[int]:
+    """Clusters whose most common true lesion type is the liver (type 4)."""
+    types = clusters["lesion_id"].map(lambda i: truth["lesions"][i]["true_type"])
+    kept = clusters["cluster"] >= 0
+    if not kept.any():
+        return []
+    top = pd.crosstab(clusters.loc[kept, "cluster"], types[kept]).idxmax(axis=1)
+    return [int(c) for c, t in top.items() if int(t) == LIVER]
+
+
+def effect_rows(results: pd.DataFrame, truth: Mapping, liver: Sequence[int]) -> dict:
+    """Each planted effect's scan row (a dict, or None when the scan has no such row).
+
+    Same-named candidates; sex_male -> the ``sex`` row of level M (HR of M vs F);
+    liver_primary -> the best-q row among the liver-dominated clusters' candidates.
+    """
+    out: dict[str, dict | None] = {}
+    for effect in truth["effects"]:
+        name = effect["name"]
+        if name in SAME_NAME:
+            rows = results[results["candidate"] == name]
+        elif name == "sex_male":
+            rows = results[(results["candidate"] == "sex") & (results["level"] == "M")]
+        elif name == "liver_primary":
+            rows = results[results["candidate"].isin([f"cluster_{c}" for c in liver])]
+        else:
+            raise ValueError(f"no candidate mapping for the planted effect {name!r}")
+        rows = rows.assign(_q=pd.to_numeric(rows["q"], errors="coerce").fillna(np.inf))
+        out[name] = None if rows.empty else rows.sort_values("_q").iloc[0].to_dict()
+    return out
+
+
+def score_scan(results: pd.DataFrame, truth: Mapping, liver: Sequence[int]) -> dict:
+    """found (effect -> q < 0.05 with the planted sign), q, hr, decoy hits."""
+    rows = effect_rows(results, truth, liver)
+    direction = {e["name"]: e["direction"] for e in truth["effects"]}
+    found, q, hr = {}, {}, {}
+    for name, row in rows.items():
+        if row is None:
+            found[name], q[name], hr[name] = False, math.nan, math.nan
+            continue
+        q[name], hr[name] = float(row["q"]), float(row["hr"])
+        found[name] = bool(q[name] < 0.05 and np.sign(np.log(hr[name])) == direction[name])
+    qs = pd.to_numeric(results["q"], errors="coerce")
+    decoys = {d: bool((qs[results["candidate"] == d] < 0.05).any()) for d in truth["decoys"]}
+    return {"found": found, "q": q, "hr": hr, "decoys": decoys,
+            "missing": [n for n, r in rows.items() if r is None]}
+
+
+def _record_scan(bench: str, label: str, score: dict, n: int, extra: str = "") -> None:
+    found, decoys = score["found"], score["decoys"]
+    missed = [k for k, v in found.items() if not v]
+    hits = [k for k, v in decoys.items() if v]
+    qs = ", ".join(f"{k} {score['q'][k]:.2g}" for k in found)
+    note = (f"missed: {', '.join(missed) or 'none'}; q: {qs}"
+            + (f"; no row for {', '.join(score['missing'])}" if score["missing"] else "")
+            + (f"; {extra}" if extra else ""))
+    record(bench, f"{label} planted effects found", sum(found.values()) / len(found),
+           "fraction", n=n, note=note)
+    record(bench, f"{label} decoys at q<0.05", sum(decoys.values()) / len(decoys), "fraction",
+           n=n, higher_is_better=False,
+           note=f"hit: {', '.join(hits) or 'none'} of {len(decoys)}; target <= 0.10")
+
+
+def _pooled(bench: str, variant: str, scores: list[dict], n_patients: int) -> None:
+    if not scores:
+        return
+    seeds = ", ".join(str(s["seed"]) for s in scores)
+    for name in scores[0]["found"]:
+        k = sum(s["found"][name] for s in scores)
+        record(bench, f"{variant} {name} found (share of seeds)", k / len(scores), "fraction",
+               n=len(scores), note=f"seeds {seeds}, {n_patients} patients each; q < 0.05 "
+                                   f"with the planted sign")
+    every = sum(all(s["found"].values()) for s in scores)
+    record(bench, f"{variant} seeds with every planted effect found", every / len(scores),
+           "fraction", n=len(scores), note=f"seeds {seeds}, {n_patients} patients each")
+    hits = sum(sum(s["decoys"].values()) for s in scores)
+    tests = sum(len(s["decoys"]) for s in scores)
+    record(bench, f"{variant} decoys at q<0.05 (pooled)", hits / tests, "fraction", n=tests,
+           higher_is_better=False, note=f"seeds {seeds}; target <= 0.10")
+
+
+def bench_tables_only(bench: str, root: Path, n_patients: int, seeds) -> list[dict]:
+    """The scan with a perfect upstream (true growth, true types as clusters), tables only."""
+    scores = []
+    for seed in seeds:
+        cohort = root / f"tables-{seed}"
+        generate(cohort, n_patients=n_patients, seed=seed, image_size=128, images=False)
+        tables = read_cohort_tables(cohort)
+        truth = json.loads((cohort / "truth.json").read_text())
+        lesion_ids = tables["lesions"]["lesion_id"]
+        clusters = pd.DataFrame({"lesion_id": lesion_ids,
+                                 "cluster": [truth["lesions"][i]["true_type"] for i in lesion_ids]})
+        growth = pd.DataFrame({"patient_id": list(truth["patients"]),
+                               "growth_rate": [p["growth_rate"]
+                                               for p in truth["patients"].values()]})
+        table, families = build_candidates(**tables, clusters=clusters, patient_growth=growth)
+        scan = BiomarkerScan().fit(table, families=families)
+        score = score_scan(scan.results_, truth, liver_clusters(clusters, truth))
+        score["seed"] = seed
+        _record_scan(bench, f"tables-only seed {seed}", score, n_patients,
+                     f"{int(table['event'].sum())} events; scan {scan.seconds_:.1f} s")
+        scores.append(score)
+        shutil.rmtree(cohort, ignore_errors=True)
+    _pooled(bench, "tables-only", scores, n_patients)
+    return scores
+
+
+# --------------------------------------------------------------------------- full pipeline
+
+
+def bench_pipeline(bench: str, root: Path, n_patients: int, seed: int,
+                   embed_config: Mapping[str, Any]) -> dict:
+    """synth (images, 128 px) -> ingest -> embed -> index -> discover, scored against truth."""
+    preset = embed_config.get("preset", "default")
+    label = f"pipeline seed {seed}"
+    cohort, ws = root / f"cohort-{seed}", Workspace(root / f"ws-{seed}")
+    t0 = time.perf_counter()
+    generate(cohort, n_patients=n_patients, seed=seed, image_size=128)
+    synth_s = time.perf_counter() - t0
+    ingest_deeplesion(cohort / "DL_info.csv", cohort / "Images_png", ws.root,
+                      records=cohort / "records.csv", outcomes=cohort / "outcomes.csv",
+                      studies=cohort / "studies.csv")
+    t0 = time.perf_counter()
+    from embed import index_stage
+    from embed import stage as embed_stage
+
+    embed_stage.run(ws, config=dict(embed_config), force=True)
+    index_stage.run(ws, force=True)
+    embed_s = time.perf_counter() - t0
+    summary = discover_stage.run(ws, config={"write_graph": False}, force=True)
+    truth = json.loads((cohort / "truth.json").read_text())
+    out = ws.path(discover_stage.OUT_DIR)
+    clusters = pd.read_parquet(out / "clusters.parquet")
+    tracks = pd.read_parquet(out / "tracks.parquet")
+    growth = pd.read_parquet(out / "patient_growth.parquet")
+    biomarkers = pd.read_parquet(out / "biomarkers.parquet")
+    metrics = json.loads((out / "metrics.json").read_text())
+    n_lesions = len(clusters)
+    setup = (f"{n_patients} patients, {n_lesions} lesions; embed preset {preset}; "
+             f"synth {synth_s:.0f} s, embed+index {embed_s:.0f} s, discover parts "
+             f"{summary['seconds']}; {_load()}")
+
+    _record_clusters(bench, label, clusters, truth, setup)
+    _record_tracking(bench, label, tracks, growth, truth, setup)
+    liver = liver_clusters(clusters, truth)
+    score = score_scan(biomarkers, truth, liver)
+    score["seed"] = seed
+    _record_scan(bench, label, score, n_patients,
+                 f"liver clusters {liver or 'none'}; embed preset {preset}")
+    _record_gnn(bench, f"{label} (synthetic cohort)", metrics["gnn"], setup)
+    shutil.rmtree(cohort, ignore_errors=True)
+    shutil.rmtree(ws.root, ignore_errors=True)
+    return score
+
+
+def _record_clusters(bench: str, label: str, clusters: pd.DataFrame, truth: Mapping,
+                     note: str) -> dict:
+    types = [truth["lesions"][i]["true_type"] for i in clusters["lesion_id"]]
+    q = cluster_quality(clusters["cluster"].to_numpy(), types)
+    n = len(clusters)
+    note = f"{q['n_clusters']} clusters; NMI without noise {q['nmi_clustered']:.3f}; {note}"
+    record(bench, f"{label} cluster NMI vs true types", q["nmi"], "NMI", n=n,
+           note=f"all lesions, noise as one group; target >= 0.70; {note}")
+    record(bench, f"{label} cluster ARI vs true types", q["ari"], "ARI", n=n, note=note)
+    record(bench, f"{label} cluster purity", q["purity"], "fraction", n=n, note=note)
+    record(bench, f"{label} cluster noise fraction", q["noise_fraction"], "fraction", n=n,
+           higher_is_better=False, note=note)
+    return q
+
+
+def track_pairs(tracks: pd.DataFrame) -> pd.DataFrame:
+    """Consecutive lesions (by day) of each track as (src, dst)."""
+    t = tracks.sort_values(["track_id", "day", "study_id"], kind="mergesort")
+    same = t["track_id"].to_numpy()[1:] == t["track_id"].to_numpy()[:-1]
+    ids = t["lesion_id"].astype(str).to_numpy()
+    return pd.DataFrame({"src": ids[:-1][same], "dst": ids[1:][same]})
+
+
+def _record_tracking(bench: str, label: str, tracks: pd.DataFrame, growth: pd.DataFrame,
+                     truth: Mapping, note: str) -> dict:
+    ids = set(tracks["lesion_id"].astype(str))  # the cohort may be a subset of the truth
+    q = tracking_quality(track_pairs(tracks),
+                         {i: t for i, t in truth["lesions"].items() if i in ids})
+    g = growth_quality(growth, truth["patients"])
+    record(bench, f"{label} tracking pairs correct", q["precision"], "fraction",
+           n=q["n_pred"], note=f"consecutive lesions of each track that are one physical "
+                                f"lesion; target >= 0.95; {note}")
+    record(bench, f"{label} tracking true pairs found", q["recall"], "fraction",
+           n=q["n_true"], note=note)
+    record(bench, f"{label} growth rate Spearman vs truth", g["spearman"], "rho", n=g["n"],
+           note=f"Pearson {g['pearson']:.3f}; per-patient mean slope of log long diameter")
+    return q
+
+
+def _record_gnn(bench: str, label: str, m: Mapping, note: str) -> None:
+    def ci(key: str) -> str:
+        low, high = m[f"{key}_ci"]
+        return f"[{low:.3f}, {high:.3f}]"
+
+    record(bench, f"{label} GNN C-index vs Cox", m["c_index_gnn"], "C-index",
+           baseline_value=m["c_index_cox"], n=m["n_test"],
+           note=f"held-out patients; 95% bootstrap CI GNN {ci('c_index_gnn')}, Cox "
+                f"{ci('c_index_cox')}, GNN - Cox {ci('c_index_diff')} "
+                f"({m['n_bootstrap']} resamples); {m['events_test']} test events; "
+                f"best epoch {m['best_epoch']}; {note}")
+
+
+def bench_gnn_neighbours(bench: str, n_patients: int) -> None:
+    data = neighbour_signal_data(n_patients, seed=0)
+    _, metrics, _ = fit_risk(**data, config={"explain": "none"})
+    _record_gnn(bench, "neighbour-signal data", metrics,
+                f"{n_patients} patients in 50 communities whose hazard the neighbours reveal "
+                f"(gnn.neighbour_signal_data); GNN {metrics['seconds_gnn']:.1f} s")
+
+
+# --------------------------------------------------------------------------- scale
+
+
+def scale_workspace(n_patients: int, seed: int = 0) -> tuple[Workspace, Path]:
+    """Ingested, embedded (fast preset) and indexed workspace of the first ``n_patients`` of
+    the cached DeepLesion-scale cohort, made once and cached (keyed by size, seed, preset)."""
+    source = CACHE / f"cohort-{DEEPLESION_PATIENTS}-{seed}"
+    if not (source / "truth.json").exists() or n_patients > DEEPLESION_PATIENTS:
+        source = cached_cohort(n_patients, seed)
+    key = {"cohort": source.name, "patients": n_patients, "embed": FAST, "index": "default"}
+    root = CACHE / f"discover-ws-{n_patients}-{seed}-fast"
+    done = root / "bench_key.json"
+    ws = Workspace(root / "ws")
+    if done.exists() and json.loads(done.read_text()) == key:
+        return ws, source
+    from embed import index_stage
+    from embed import stage as embed_stage
+
+    shutil.rmtree(root, ignore_errors=True)
+    tables = _subset_cohort(source, root / "cohort", n_patients)
+    t0 = time.perf_counter()
+    ingest_deeplesion(tables / "DL_info.csv", source / "Images_png", ws.root,
+                      records=tables / "records.csv", outcomes=tables / "outcomes.csv",
+                      studies=tables / "studies.csv")
+    embed_stage.run(ws, config=dict(FAST))
+    index_stage.run(ws)
+    key["seconds_to_build"] = round(time.perf_counter() - t0, 1)
+    done.write_text(json.dumps(key))
+    key.pop("seconds_to_build")
+    return ws, source
+
+
+def _subset_cohort(source: Path, out: Path, n_patients: int) -> Path:
+    """The CSVs of ``source`` restricted to Patient_index <= n_patients (images shared)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("DL_info.csv", "records.csv", "outcomes.csv", "studies.csv"):
+        with open(source / name, newline="") as fh, open(out / name, "w", newline="") as dst:
+            reader = csv.DictReader(fh)
+            writer = csv.DictWriter(dst, reader.fieldnames, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(r for r in reader if int(r["Patient_index"]) <= n_patients)
+    return out
+
+
+def _read_inputs(ws: Workspace) -> dict[str, pd.DataFrame]:
+    data = {name: ws.table(name) for name in discover_stage.COHORT}
+    for name, rel in {**discover_stage.EMBEDDINGS, **discover_stage.KNN}.items():
+        data[name] = pd.read_parquet(ws.path(rel))
+    return data
+
+
+def bench_scale(bench: str, n_patients: int, repeats: int) -> None:
+    ws, source = scale_workspace(n_patients)
+    truth = json.loads((source / "truth.json").read_text())
+    data = _read_inputs(ws)
+    n_lesions = len(data["lesions"])
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in discover_stage.DEFAULTS.items()}
+    load_start = _load()
+    runs, totals, results = [], [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        results, seconds = discover_stage.analyse(data, cfg)
+        totals.append(time.perf_counter() - t0)
+        runs.append(seconds)
+    label = (f"{n_lesions:,} lesions" if n_patients == DEEPLESION_PATIENTS
+             else f"{n_lesions:,}-lesion subset")
+    note = (f"{n_lesions} lesions, {len(data['patients'])} patients; fast-preset embeddings "
+            f"(discovery speed, not embedding quality); median of {repeats}; "
+            f"{load_start} at start, {_load()} at end")
+    parts = {p: statistics.median(r[p] for r in runs) for p in discover_stage.PARTS}
+    for part, secs in parts.items():
+        record(bench, f"{label} {part} seconds (fast-preset embeddings)", secs, "s",
+               n=n_lesions, higher_is_better=False, note=note)
+    record(bench, f"{label} discover seconds (fast-preset embeddings)", sum(parts.values()),
+           "s", n=n_lesions, higher_is_better=False,
+           note=f"clusters + tracking + scan + GNN (median parts; whole analyse incl. the "
+                f"candidate table: {statistics.median(totals):.0f} s); target < 300 s; {note}")
+    frames = results["frames"]
+    fast = f"{label} (fast preset)"
+    _record_clusters(bench, fast, frames["clusters"], truth, note)
+    _record_tracking(bench, fast, frames["tracks"], frames["patient_growth"], truth, note)
