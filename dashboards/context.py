@@ -34,6 +34,7 @@ class Explorer:
         self._similar: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
         self._lock = threading.Lock()
         self.has_index = data.workspace.path("index", "patients.faiss").exists()
+        _warm_imports(self.has_index)
 
     def similar(self, patient_id: str, k: int = 10,
                 weights: Mapping[str, float] | None = None) -> pd.DataFrame:
@@ -59,6 +60,17 @@ class Explorer:
 
     def similar_ids(self, patient_id: str, k: int) -> list[str]:
         return self.similar(patient_id, k)["patient_id"].astype(str).tolist()
+
+
+def _warm_imports(has_index: bool) -> None:
+    """Import the heavy modules now (seconds: torch, lifelines), not on a user's first click."""
+    import importlib.util
+
+    if has_index:
+        import embed.similar  # noqa: F401
+    if importlib.util.find_spec("discovery.survival") is not None:
+        import discovery.survival  # noqa: F401
+    import lifelines  # noqa: F401
 
 
 def guarded(name: str, on_error: Callable[[str], Any]) -> Callable[[F], F]:

@@ -1,25 +1,31 @@
 """Figure builders: pure functions from tables to Plotly figures (and Cytoscape elements).
 
 None of them touches the workspace, the graph or Dash; the app passes them data and puts
-their output on the page, and the unit tests call them directly.
+their output on the page, and the unit tests call them directly. Figures are plain
+``{"data": [...], "layout": {...}}`` dicts in Plotly's schema: building graph objects
+validates every property and cost more than the data behind a figure (``go.Figure(fig)``
+validates one in a test). Arrays go out as Plotly's typed arrays (base64), so that a map
+of 32,000 lesions stays small on the wire.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
+from _plotly_utils.utils import to_typed_array_spec
 from plotly.colors import qualitative
-from plotly.subplots import make_subplots
 
 from dashboards.survival import Comparison, Curve
 
+Figure = dict[str, Any]
 PALETTE = qualitative.D3 + qualitative.Set2 + qualitative.Pastel1
 MISSING_COLOUR = "#bbbbbb"
-LAYOUT = {"template": "plotly_white", "margin": {"l": 50, "r": 20, "t": 40, "b": 40}}
+GRID = "#ececec"
+MARGIN = {"l": 50, "r": 20, "t": 50, "b": 40}
 FOREST_LIMITS = (0.05, 20.0)
 """The forest plot's widest axis (hazard ratios); wider intervals run off its edges."""
 NUMERIC_LEVELS = 8
@@ -28,14 +34,30 @@ CATEGORICAL_LIMIT = 40
 """A colour field with more levels than this is drawn as numbers (or one colour)."""
 
 
-def empty_figure(message: str) -> go.Figure:
+def figure(data: list[dict], title: str = "", **layout: Any) -> Figure:
+    """A figure dict with the explorer's look (white, light grid)."""
+    base = {"title": {"text": title}, "margin": dict(MARGIN), "paper_bgcolor": "white",
+            "plot_bgcolor": "white", "xaxis": {"gridcolor": GRID, "zerolinecolor": GRID},
+            "yaxis": {"gridcolor": GRID, "zerolinecolor": GRID}}
+    for key, value in layout.items():
+        base[key] = {**base[key], **value} if isinstance(base.get(key), dict) \
+            and isinstance(value, dict) else value
+    return {"data": data, "layout": base}
+
+
+def empty_figure(message: str) -> Figure:
     """A blank figure that says why it is blank."""
-    fig = go.Figure(layout=LAYOUT)
-    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper",
-                       yref="paper", font={"size": 14, "color": "#666"})
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return fig
+    return figure([], xaxis={"visible": False}, yaxis={"visible": False}, annotations=[
+        {"text": message, "showarrow": False, "x": 0.5, "y": 0.5, "xref": "paper",
+         "yref": "paper", "font": {"size": 14, "color": "#666"}}])
+
+
+def typed(values) -> Any:
+    """A numeric column as a Plotly typed array (float32 for floats)."""
+    array = np.asarray(values)
+    if array.dtype.kind == "f":
+        array = array.astype(np.float32)
+    return to_typed_array_spec(array)
 
 
 # --------------------------------------------------------------------------- overview
@@ -54,27 +76,25 @@ def cohort_counts(patients: pd.DataFrame, lesions: pd.DataFrame) -> dict[str, fl
     return out
 
 
-def type_bar(lesions: pd.DataFrame) -> go.Figure:
+def type_bar(lesions: pd.DataFrame) -> Figure:
     """Lesions per coarse type (unlabelled included)."""
     counts = lesions["type"].value_counts()
-    fig = go.Figure(go.Bar(x=counts.index.tolist(), y=counts.to_numpy(),
-                           marker_color=[MISSING_COLOUR if t == "unlabelled" else PALETTE[0]
-                                         for t in counts.index]), layout=LAYOUT)
-    fig.update_layout(title="Lesions by type", yaxis_title="lesions")
-    return fig
+    colours = [MISSING_COLOUR if t == "unlabelled" else PALETTE[0] for t in counts.index]
+    return figure([{"type": "bar", "x": counts.index.tolist(), "y": counts.tolist(),
+                    "marker": {"color": colours}}], "Lesions by type",
+                  yaxis={"title": {"text": "lesions"}})
 
 
-def studies_histogram(patients: pd.DataFrame) -> go.Figure:
+def studies_histogram(patients: pd.DataFrame) -> Figure:
     """How many patients have 1, 2, 3, ... studies."""
     counts = patients["n_studies"].value_counts().sort_index()
-    fig = go.Figure(go.Bar(x=counts.index.astype(int).tolist(), y=counts.to_numpy(),
-                           marker_color=PALETTE[1]), layout=LAYOUT)
-    fig.update_layout(title="Studies per patient", xaxis_title="studies",
-                      yaxis_title="patients", xaxis={"dtick": 1})
-    return fig
+    return figure([{"type": "bar", "x": counts.index.astype(int).tolist(),
+                    "y": counts.tolist(), "marker": {"color": PALETTE[1]}}],
+                  "Studies per patient", xaxis={"title": {"text": "studies"}, "dtick": 1},
+                  yaxis={"title": {"text": "patients"}})
 
 
-def missing_bar(tables: Mapping[str, pd.DataFrame]) -> go.Figure:
+def missing_bar(tables: Mapping[str, pd.DataFrame]) -> Figure:
     """Share of missing values per field, for each table given (``{"records": df, ...}``)."""
     rows = []
     for table, frame in tables.items():
@@ -85,17 +105,16 @@ def missing_bar(tables: Mapping[str, pd.DataFrame]) -> go.Figure:
     rows = sorted((r for r in rows if r[1] > 0), key=lambda r: r[1])
     if not rows:
         return empty_figure("No missing values")
-    fig = go.Figure(go.Bar(x=[r[1] * 100 for r in rows], y=[r[0] for r in rows],
-                           orientation="h", marker_color=PALETTE[3]), layout=LAYOUT)
-    fig.update_layout(title="Missing data", xaxis_title="% missing",
-                      height=max(300, 22 * len(rows) + 100))
-    return fig
+    return figure([{"type": "bar", "orientation": "h", "x": [r[1] * 100 for r in rows],
+                    "y": [r[0] for r in rows], "marker": {"color": PALETTE[3]}}],
+                  "Missing data", xaxis={"title": {"text": "% missing"}},
+                  height=max(300, 22 * len(rows) + 100), margin={**MARGIN, "l": 140})
 
 
 # --------------------------------------------------------------------------- lesion map
 
 
-def lesion_map(points: pd.DataFrame, colour: str, *, title: str = "") -> go.Figure:
+def lesion_map(points: pd.DataFrame, colour: str, *, title: str = "") -> Figure:
     """The 2-D lesion map (WebGL) coloured by ``colour``.
 
     ``points`` has x, y and the colour column; each point's ``customdata`` is its row
@@ -104,40 +123,38 @@ def lesion_map(points: pd.DataFrame, colour: str, *, title: str = "") -> go.Figu
     """
     values = points[colour] if colour in points else pd.Series(np.nan, index=points.index)
     position = np.arange(len(points))
-    fig = go.Figure(layout=LAYOUT)
     missing = values.isna().to_numpy()
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
     levels = pd.unique(values[~missing])
+    traces = []
     if numeric and colour != "cluster" and len(levels) > NUMERIC_LEVELS:
         shown = ~missing
-        fig.add_trace(_scatter(points[shown], position[shown], name=colour, marker={
-            "color": values[shown].to_numpy(float), "colorscale": "Viridis",
-            "showscale": True, "colorbar": {"title": colour}}))
+        traces.append(_scatter(points[shown], position[shown], colour, {
+            "color": typed(values[shown].to_numpy(float)), "colorscale": "Viridis",
+            "showscale": True, "colorbar": {"title": {"text": colour}}}))
     elif len(levels) <= CATEGORICAL_LIMIT:
-        ordered = sorted(levels, key=_level_key)
-        for n, level in enumerate(ordered):
+        for n, level in enumerate(sorted(levels, key=_level_key)):
             shown = (values == level).to_numpy() & ~missing
-            label = "noise" if colour == "cluster" and _is_minus_one(level) else str(level)
+            label = "noise" if colour == "cluster" and _is_minus_one(level) else _label(level)
             col = MISSING_COLOUR if label == "noise" else PALETTE[n % len(PALETTE)]
-            fig.add_trace(_scatter(points[shown], position[shown], name=label,
-                                   marker={"color": col}))
+            traces.append(_scatter(points[shown], position[shown], label, {"color": col}))
     else:
-        fig.add_trace(_scatter(points[~missing], position[~missing], name=colour,
-                               marker={"color": PALETTE[0]}))
+        traces.append(_scatter(points[~missing], position[~missing], colour,
+                               {"color": PALETTE[0]}))
     if missing.any():
-        fig.add_trace(_scatter(points[missing], position[missing], name="missing",
-                               marker={"color": MISSING_COLOUR}))
-    fig.update_layout(title=title, dragmode="lasso", hovermode="closest",
-                      legend={"itemsizing": "constant", "title": {"text": colour}},
-                      xaxis={"visible": False}, yaxis={"visible": False}, uirevision=True)
-    return fig
+        traces.append(_scatter(points[missing], position[missing], "missing",
+                               {"color": MISSING_COLOUR}))
+    hidden = {"visible": False}
+    return figure(traces, title, dragmode="lasso", hovermode="closest", uirevision=True,
+                  legend={"itemsizing": "constant", "title": {"text": colour}},
+                  xaxis=hidden, yaxis=hidden)
 
 
-def _scatter(points: pd.DataFrame, position: np.ndarray, name: str, marker: dict) -> go.Scattergl:
-    return go.Scattergl(x=points["x"].to_numpy(float), y=points["y"].to_numpy(float),
-                        mode="markers", name=name, customdata=position,
-                        marker={"size": 5, "opacity": 0.8, **marker},
-                        hoverinfo="none", hovertemplate=None)
+def _scatter(points: pd.DataFrame, position: np.ndarray, name: str, marker: dict) -> dict:
+    return {"type": "scattergl", "mode": "markers", "name": name,
+            "x": typed(points["x"].to_numpy(float)), "y": typed(points["y"].to_numpy(float)),
+            "customdata": typed(position.astype(np.int32)),
+            "marker": {"size": 5, "opacity": 0.8, **marker}, "hoverinfo": "none"}
 
 
 def _level_key(level) -> tuple:
@@ -145,6 +162,12 @@ def _level_key(level) -> tuple:
         return (0, float(level), "")
     except (TypeError, ValueError):
         return (1, 0.0, str(level))
+
+
+def _label(level) -> str:
+    if isinstance(level, (float, np.floating)) and float(level).is_integer():
+        return str(int(level))
+    return str(level)
 
 
 def _is_minus_one(level) -> bool:
@@ -157,41 +180,39 @@ def _is_minus_one(level) -> bool:
 # --------------------------------------------------------------------------- patient
 
 
-def growth_figure(lesions: pd.DataFrame) -> go.Figure:
+def growth_figure(lesions: pd.DataFrame) -> Figure:
     """Long diameter over study days, one line per tracked lesion (or per lesion)."""
     rows = lesions.dropna(subset=["day", "long_mm"])
     if rows.empty:
         return empty_figure("No measured lesions")
     key = "track_id" if "track_id" in rows and rows["track_id"].notna().any() else "lesion_id"
-    fig = go.Figure(layout=LAYOUT)
+    traces = []
     for n, (name, group) in enumerate(rows.groupby(key, sort=True)):
         group = group.sort_values("day")
-        fig.add_trace(go.Scatter(
-            x=group["day"], y=group["long_mm"], mode="lines+markers",
-            name=f"{group['type'].iloc[0]} {n + 1}" if "type" in group else str(name),
-            line={"color": PALETTE[n % len(PALETTE)]},
-            hovertemplate="day %{x:.0f}<br>%{y:.1f} mm<extra></extra>"))
-    fig.update_layout(title="Lesion growth", xaxis_title="day", yaxis_title="long diameter (mm)",
-                      height=320)
-    return fig
+        traces.append({
+            "type": "scatter", "mode": "lines+markers", "x": group["day"].tolist(),
+            "y": group["long_mm"].tolist(),
+            "name": f"{group['type'].iloc[0]} {n + 1}" if "type" in group else str(name),
+            "line": {"color": PALETTE[n % len(PALETTE)]},
+            "hovertemplate": "day %{x:.0f}<br>%{y:.1f} mm<extra></extra>"})
+    return figure(traces, "Lesion growth", xaxis={"title": {"text": "day"}},
+                  yaxis={"title": {"text": "long diameter (mm)"}}, height=320)
 
 
-def contributions_figure(similar: pd.DataFrame, modalities: Sequence[str]) -> go.Figure:
+def contributions_figure(similar: pd.DataFrame, modalities: Sequence[str]) -> Figure:
     """Stacked bars: each similar patient's score split into its modalities' parts."""
     if similar.empty:
         return empty_figure("No similar patients")
     order = similar.iloc[::-1]
-    fig = go.Figure(layout=LAYOUT)
-    for n, modality in enumerate(m for m in modalities if m in similar):
-        fig.add_trace(go.Bar(y=order["patient_id"], x=order[modality], name=modality,
-                             orientation="h", marker_color=PALETTE[n]))
-    fig.update_layout(barmode="relative", title="What each modality contributed",
-                      xaxis_title="score", yaxis={"type": "category"},
-                      height=max(260, 24 * len(similar) + 110))
-    return fig
+    traces = [{"type": "bar", "orientation": "h", "y": order["patient_id"].tolist(),
+               "x": order[m].tolist(), "name": m, "marker": {"color": PALETTE[n]}}
+              for n, m in enumerate(m for m in modalities if m in similar)]
+    return figure(traces, "What each modality contributed", barmode="relative",
+                  xaxis={"title": {"text": "score"}}, yaxis={"type": "category"},
+                  height=max(260, 24 * len(similar) + 110))
 
 
-def risk_figure(explain: pd.DataFrame, top: int = 10) -> go.Figure:
+def risk_figure(explain: pd.DataFrame, top: int = 10) -> Figure:
     """The largest contributions to a patient's GNN risk (features and neighbours)."""
     if explain.empty:
         return empty_figure("No risk explanation for this patient")
@@ -199,11 +220,11 @@ def risk_figure(explain: pd.DataFrame, top: int = 10) -> go.Figure:
     rows = rows.head(top).iloc[::-1]
     labels = [f"{k}: {n}" for k, n in zip(rows["kind"], rows["name"], strict=True)]
     colours = [PALETTE[3] if c > 0 else PALETTE[2] for c in rows["contribution"]]
-    fig = go.Figure(go.Bar(x=rows["contribution"], y=labels, orientation="h",
-                           marker_color=colours), layout=LAYOUT)
-    fig.update_layout(title="What drove the risk (positive raises it)",
-                      xaxis_title="contribution", height=max(240, 26 * len(rows) + 100))
-    return fig
+    return figure([{"type": "bar", "orientation": "h", "x": rows["contribution"].tolist(),
+                    "y": labels, "marker": {"color": colours}}],
+                  "What drove the risk (positive raises it)",
+                  xaxis={"title": {"text": "contribution"}}, yaxis={"type": "category"},
+                  height=max(240, 26 * len(rows) + 100), margin={**MARGIN, "l": 160})
 
 
 def neighbourhood_elements(patient_id: str, structure: pd.DataFrame,
@@ -237,40 +258,44 @@ def neighbourhood_elements(patient_id: str, structure: pd.DataFrame,
 
 
 def km_figure(curves: Sequence[Curve], comparison: Comparison | None = None, *,
-              title: str = "Kaplan-Meier", n_ticks: int = 6) -> go.Figure:
+              title: str = "Kaplan-Meier", n_ticks: int = 6) -> Figure:
     """Kaplan-Meier curves with their 95% bands and the number at risk under the plot."""
     curves = [c for c in curves if c is not None]
     if not curves:
         return empty_figure("Too few patients with follow-up for a survival curve")
     end = max(float(c.time.max()) for c in curves)
     ticks = _nice_ticks(end, n_ticks)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.78, 0.22],
-                        vertical_spacing=0.08)
+    traces = []
     for n, curve in enumerate(curves):
         colour = PALETTE[n % len(PALETTE)]
-        fig.add_trace(go.Scatter(x=curve.time, y=curve.ci_high, mode="lines", line={"width": 0},
-                                 line_shape="hv", showlegend=False, hoverinfo="skip"), 1, 1)
-        fig.add_trace(go.Scatter(x=curve.time, y=curve.ci_low, mode="lines", line={"width": 0},
-                                 line_shape="hv", fill="tonexty", fillcolor=_alpha(colour, 0.15),
-                                 showlegend=False, hoverinfo="skip"), 1, 1)
-        fig.add_trace(go.Scatter(
-            x=curve.time, y=curve.survival, mode="lines", line={"color": colour, "width": 2},
-            line_shape="hv",
-            name=f"{curve.label} (n={curve.n}, events={curve.events})",
-            hovertemplate="day %{x:.0f}: %{y:.2f}<extra>" + curve.label + "</extra>"), 1, 1)
-        fig.add_trace(go.Scatter(x=ticks, y=[curve.label] * len(ticks),
-                                 text=[str(v) for v in curve.at_risk(ticks)], mode="text",
-                                 textfont={"color": colour}, showlegend=False,
-                                 hoverinfo="skip"), 2, 1)
+        step = {"type": "scatter", "mode": "lines", "x": typed(curve.time), "xaxis": "x",
+                "yaxis": "y"}
+        traces.append({**step, "y": typed(curve.ci_high), "line": {"width": 0, "shape": "hv"},
+                       "showlegend": False, "hoverinfo": "skip"})
+        traces.append({**step, "y": typed(curve.ci_low), "line": {"width": 0, "shape": "hv"},
+                       "fill": "tonexty", "fillcolor": _alpha(colour, 0.15),
+                       "showlegend": False, "hoverinfo": "skip"})
+        traces.append({**step, "y": typed(curve.survival),
+                       "line": {"color": colour, "width": 2, "shape": "hv"},
+                       "name": f"{curve.label} (n={curve.n}, events={curve.events})",
+                       "hovertemplate": "day %{x:.0f}: %{y:.2f}<extra>" + curve.label
+                       + "</extra>"})
+        traces.append({"type": "scatter", "mode": "text", "x": ticks,
+                       "y": [curve.label] * len(ticks),
+                       "text": [str(v) for v in curve.at_risk(ticks)],
+                       "textfont": {"color": colour}, "showlegend": False,
+                       "hoverinfo": "skip", "xaxis": "x2", "yaxis": "y2"})
     subtitle = f"<br><sup>{comparison_text(comparison)}</sup>" if comparison else ""
-    fig.update_layout(**{**LAYOUT, "margin": {"l": 60, "r": 20, "t": 80, "b": 40}},
-                      title=title + subtitle, height=500,
-                      legend={"x": 0.99, "xanchor": "right", "y": 0.99, "yanchor": "top",
-                              "bgcolor": "rgba(255,255,255,0.8)"})
-    fig.update_yaxes(title_text="survival", range=[0, 1.02], row=1, col=1)
-    fig.update_yaxes(title_text="at risk", type="category", autorange="reversed", row=2, col=1)
-    fig.update_xaxes(title_text="days", tickvals=ticks, row=2, col=1)
-    return fig
+    return figure(
+        traces, title + subtitle, height=500, margin={**MARGIN, "l": 110, "t": 80},
+        xaxis={"matches": "x2", "showticklabels": False, "anchor": "y"},
+        yaxis={"title": {"text": "survival"}, "range": [0, 1.02], "domain": [0.3, 1.0]},
+        xaxis2={"title": {"text": "days"}, "tickvals": ticks, "anchor": "y2",
+                "gridcolor": GRID},
+        yaxis2={"title": {"text": "at risk"}, "type": "category", "autorange": "reversed",
+                "domain": [0.0, 0.2], "anchor": "x2"},
+        legend={"x": 0.99, "xanchor": "right", "y": 0.99, "yanchor": "top",
+                "bgcolor": "rgba(255,255,255,0.8)"})
 
 
 def comparison_text(comparison: Comparison) -> str:
@@ -292,11 +317,11 @@ def format_p(p: float) -> str:
     return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
 
 
-def forest_figure(biomarkers: pd.DataFrame, top: int = 30) -> go.Figure:
+def forest_figure(biomarkers: pd.DataFrame, top: int = 30) -> Figure:
     """Hazard ratios with their 95% intervals (log axis) of the first ``top`` rows.
 
-    Each point's ``customdata`` is its row's index label in ``biomarkers``. Rows of a
-    category are labelled ``candidate: level``; flagged rows are grey, q < 0.05 red.
+    Each point's ``customdata`` is its row's index label in ``biomarkers``. Rows are named
+    by ``biomarker`` (else ``candidate: level``); flagged rows are grey, q < 0.05 red.
     """
     rows = biomarkers.dropna(subset=["hr", "ci_low", "ci_high"]).head(top).iloc[::-1]
     rows = rows[(rows["hr"] > 0) & (rows["ci_low"] > 0)]
@@ -304,27 +329,29 @@ def forest_figure(biomarkers: pd.DataFrame, top: int = 30) -> go.Figure:
         return empty_figure("No hazard ratios to show")
     q = pd.to_numeric(rows["q"], errors="coerce") if "q" in rows else pd.Series(
         np.nan, index=rows.index)
-    flagged = rows["flag"].fillna("").astype(str).str.len() > 0 if "flag" in rows else \
-        pd.Series(False, index=rows.index)
+    flagged = (rows["flag"].fillna("").astype(str).str.len() > 0 if "flag" in rows
+               else pd.Series(False, index=rows.index))
     colours = [MISSING_COLOUR if f else (PALETTE[3] if v < 0.05 else PALETTE[0])
                for f, v in zip(flagged, q.fillna(1), strict=True)]
-    labels = [_biomarker_label(r) for r in rows.itertuples()]
-    fig = go.Figure(go.Scatter(
-        x=rows["hr"], y=labels, mode="markers", customdata=rows.index.to_numpy(),
-        marker={"color": colours, "size": 9, "symbol": "square"},
-        error_x={"type": "data", "symmetric": False, "array": rows["ci_high"] - rows["hr"],
-                 "arrayminus": rows["hr"] - rows["ci_low"], "color": "#555"},
-        hovertemplate="%{y}: HR %{x:.2f}<extra></extra>"), layout=LAYOUT)
-    fig.add_vline(x=1.0, line_dash="dash", line_color="#999")
     low = max(float(rows["ci_low"].min()), FOREST_LIMITS[0])
     high = min(float(rows["ci_high"].max()), FOREST_LIMITS[1])
-    fig.update_layout(title="Hazard ratios, 95% CI (red: q < 0.05, grey: flagged)",
-                      xaxis={"title": "hazard ratio", "type": "log",
-                             "range": [math.log10(min(low, 0.9)) - 0.05,
-                                       math.log10(max(high, 1.1)) + 0.05]},
-                      yaxis={"type": "category"}, height=max(320, 22 * len(rows) + 120))
-    fig.update_layout(margin={**LAYOUT["margin"], "t": 60})
-    return fig
+    trace = {"type": "scatter", "mode": "markers", "x": rows["hr"].tolist(),
+             "y": [_biomarker_label(r) for r in rows.itertuples()],
+             "customdata": rows.index.tolist(),
+             "marker": {"color": colours, "size": 9, "symbol": "square"},
+             "error_x": {"type": "data", "symmetric": False,
+                         "array": (rows["ci_high"] - rows["hr"]).tolist(),
+                         "arrayminus": (rows["hr"] - rows["ci_low"]).tolist(),
+                         "color": "#555"},
+             "hovertemplate": "%{y}: HR %{x:.2f}<extra></extra>"}
+    return figure(
+        [trace], "Hazard ratios, 95% CI (red: q < 0.05, grey: flagged)",
+        xaxis={"title": {"text": "hazard ratio"}, "type": "log",
+               "range": [math.log10(min(low, 0.9)) - 0.05, math.log10(max(high, 1.1)) + 0.05]},
+        yaxis={"type": "category"}, height=max(320, 22 * len(rows) + 120),
+        margin={**MARGIN, "l": 140},
+        shapes=[{"type": "line", "x0": 1, "x1": 1, "xref": "x", "y0": 0, "y1": 1,
+                 "yref": "paper", "line": {"dash": "dash", "color": "#999"}}])
 
 
 def _biomarker_label(row) -> str:

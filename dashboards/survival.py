@@ -85,10 +85,10 @@ def compare(table_a: pd.DataFrame, table_b: pd.DataFrame, label_a: str = "A",
         label_a, label_b = f"{label_a} (A)", f"{label_b} (B)"
     ua, ub = usable(a), usable(b)
     dropped = len(a) - len(ua) + len(b) - len(ub)
-    curves = [c for c in (_curve(ua, label_a), _curve(ub, label_b)) if c is not None]
     if len(ua) < MIN_GROUP or len(ub) < MIN_GROUP:
+        curves = [c for c in (_curve(ua, label_a), _curve(ub, label_b)) if c is not None]
         return curves, None
-    stats = _backend_compare(ua, ub, label_a, label_b)
+    curves, stats = _backend_compare(ua, ub, label_a, label_b)
     note = ""
     if ua[EVENT].sum() + ub[EVENT].sum() == 0:
         note = "no events in either group"
@@ -152,25 +152,39 @@ def _curve(table: pd.DataFrame, label: str) -> Curve | None:
 
     if len(table) < MIN_GROUP:
         return None
-    t = table[TIME].to_numpy(float)
-    e = table[EVENT].to_numpy(int)
-    km = KaplanMeierFitter(label=label).fit(t, e)
-    sf = km.survival_function_.iloc[:, 0]
+    km = KaplanMeierFitter().fit(table[TIME].to_numpy(float), table[EVENT].to_numpy(int))
     ci = km.confidence_interval_survival_function_
-    return Curve(label=label, time=sf.index.to_numpy(float), survival=sf.to_numpy(float),
-                 ci_low=ci.iloc[:, 0].to_numpy(float), ci_high=ci.iloc[:, 1].to_numpy(float),
-                 n=len(t), events=int(e.sum()), durations=t)
+    frame = pd.DataFrame({"timeline": km.survival_function_.index.to_numpy(float),
+                          "survival": km.survival_function_.iloc[:, 0].to_numpy(float),
+                          "ci_low": ci.iloc[:, 0].to_numpy(float),
+                          "ci_high": ci.iloc[:, 1].to_numpy(float)})
+    return _from_frame(frame, table, label)
+
+
+def _from_frame(frame: pd.DataFrame, table: pd.DataFrame, label: str) -> Curve:
+    """A Curve from a long KM frame (timeline, survival, ci_low, ci_high) of one group."""
+    frame = frame.sort_values("timeline", kind="stable")
+    return Curve(label=label, time=frame["timeline"].to_numpy(float),
+                 survival=frame["survival"].to_numpy(float),
+                 ci_low=frame["ci_low"].to_numpy(float), ci_high=frame["ci_high"].to_numpy(float),
+                 n=len(table), events=int(table[EVENT].sum()),
+                 durations=table[TIME].to_numpy(float))
 
 
 def _backend_compare(a: pd.DataFrame, b: pd.DataFrame, label_a: str,
-                     label_b: str) -> dict[str, float]:
-    """log-rank p and Cox HR (B vs A) with its CI, from discovery.survival or lifelines."""
+                     label_b: str) -> tuple[list[Curve], dict[str, float]]:
+    """Curves, log-rank p and Cox HR (B vs A) with its CI: discovery.survival or lifelines."""
     try:
         from discovery.survival import compare_groups
     except ImportError:
-        return _lifelines_compare(a, b)
-    out = compare_groups(a[[ID, TIME, EVENT]], b[[ID, TIME, EVENT]], labels=(label_a, label_b))
-    return {k: float(out[k]) for k in ("logrank_p", "hr", "ci_low", "ci_high")}
+        curves = [_curve(a, label_a), _curve(b, label_b)]
+        return curves, _lifelines_compare(a, b)
+    out = compare_groups(a[[ID, TIME, EVENT]], b[[ID, TIME, EVENT]], labels=(label_a, label_b),
+                         times=[0.0])
+    frames = dict(tuple(out["curves"].groupby("group", sort=False)))
+    curves = [_from_frame(frames[label], table, label)
+              for label, table in ((label_a, a), (label_b, b))]
+    return curves, {k: float(out[k]) for k in ("logrank_p", "hr", "ci_low", "ci_high")}
 
 
 def _lifelines_compare(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:

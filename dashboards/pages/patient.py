@@ -90,23 +90,28 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
 
     @app.callback(Output("patient-store", "data"), Output("patient-summary", "children"),
                   Output("patient-similar", "data"), Output("patient-similar-error", "children"),
-                  Output("patient-contrib", "figure"), Output("patient-km", "figure"),
+                  Output("patient-contrib", "figure"),
                   Input("patient-select", "value"), Input("patient-k", "value"),
                   Input("patient-weight", "value"))
-    @guarded("select patient", lambda m: (no_update, no_update, [], error(m),
-                                          no_update, no_update))
+    @guarded("select patient", lambda m: (no_update, no_update, [], error(m), no_update))
     def select(patient_id: str | None, k: int | None, imaging_weight: float | None):
         if not patient_id:
             return None, note("Choose a patient to see its lesions and similar patients."), \
-                [], None, blank, blank
-        k = int(k or 10)
-        w = 0.5 if imaging_weight is None else float(imaging_weight)
-        similar = explorer.similar(patient_id, k, {"imaging": w, "records": 1 - w})
+                [], None, blank
+        similar = _similar(explorer, patient_id, k, imaging_weight)
         table = similar.join(data.patient_table, on="patient_id")
         table = table[[c for c in SIMILAR_COLUMNS if c in table]]
         return (patient_id, _summary(explorer, patient_id), records(table), None,
-                figures.contributions_figure(similar, MODALITIES),
-                _km_neighbours(explorer, similar["patient_id"].tolist()))
+                figures.contributions_figure(similar, MODALITIES))
+
+    @app.callback(Output("patient-km", "figure"), Input("patient-select", "value"),
+                  Input("patient-k", "value"), Input("patient-weight", "value"))
+    @guarded("patient survival", lambda m: figures.empty_figure(m))
+    def survival(patient_id: str | None, k: int | None, imaging_weight: float | None):
+        if not patient_id:
+            return blank
+        similar = _similar(explorer, patient_id, k, imaging_weight)
+        return _km_neighbours(explorer, similar["patient_id"].tolist())
 
     @app.callback(Output("patient-crops", "children"), Output("patient-growth", "figure"),
                   Input("patient-select", "value"))
@@ -150,6 +155,12 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
         if not node or node.get("kind") != "patient":
             return no_update
         return node["label"]
+
+
+def _similar(explorer: Explorer, patient_id: str, k: int | None,
+             imaging_weight: float | None) -> pd.DataFrame:
+    w = 0.5 if imaging_weight is None else float(imaging_weight)
+    return explorer.similar(patient_id, int(k or 10), {"imaging": w, "records": 1 - w})
 
 
 def _similar_frame() -> pd.DataFrame:

@@ -57,15 +57,15 @@ def test_an_unknown_path_says_so(client):
 
 
 def test_select_patient_gives_similar_patients_and_survival(client, patients):
-    out = client.call("patient-similar.data", {"patient-select.value": patients[0],
-                                               "patient-k.value": 6,
-                                               "patient-weight.value": 0.7})
+    chosen = {"patient-select.value": patients[0], "patient-k.value": 6,
+              "patient-weight.value": 0.7}
+    out = client.call("patient-similar.data", chosen)
     rows = pd.DataFrame(out["patient-similar"]["data"])
     assert len(rows) == 6 and patients[0] not in set(rows["patient_id"])
     np.testing.assert_allclose(rows["imaging"] + rows["records"], rows["score"], atol=1e-9)
     assert rows["score"].is_monotonic_decreasing
     assert out["patient-store"]["data"] == patients[0]
-    km = out["patient-km"]["figure"]
+    km = client.call("patient-km.figure", chosen)["patient-km"]["figure"]
     assert "Similar patients against everyone else" in km["layout"]["title"]["text"]
     assert any("similar patients (n=" in (t.get("name") or "") for t in km["data"])
 

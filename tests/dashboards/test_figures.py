@@ -1,13 +1,36 @@
-"""Figure builders on small hand-built tables (no browser, no workspace)."""
+"""Figure builders on small hand-built tables (no browser, no workspace).
+
+Each figure is checked against Plotly's schema by building a ``go.Figure`` from it (which
+raises on any unknown property), then read through it.
+"""
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 
 from dashboards import figures
 from dashboards.survival import compare
+
+DTYPES = {"f4": np.float32, "f8": np.float64, "i1": np.int8, "i2": np.int16, "i4": np.int32,
+          "u1": np.uint8}
+
+
+def checked(fig: dict) -> go.Figure:
+    """The figure validated against Plotly's schema."""
+    assert set(fig) == {"data", "layout"}
+    return go.Figure(fig)
+
+
+def values(array) -> np.ndarray:
+    """A trace array, decoded when it is a Plotly typed array."""
+    if isinstance(array, dict) and "bdata" in array:
+        return np.frombuffer(base64.b64decode(array["bdata"]), DTYPES[array["dtype"]])
+    return np.asarray(array)
 
 
 @pytest.fixture
@@ -24,32 +47,32 @@ def points() -> pd.DataFrame:
 
 
 def _positions(fig) -> list[int]:
-    return sorted(int(v) for trace in fig.data for v in trace.customdata)
+    return sorted(int(v) for trace in fig.data for v in values(trace.customdata))
 
 
 def test_lesion_map_by_category_has_a_trace_per_level_and_keeps_every_point(points):
-    fig = figures.lesion_map(points, "type")
+    fig = checked(figures.lesion_map(points, "type"))
     names = [t.name for t in fig.data]
     assert names == ["bone", "liver", "lung", "missing"]
     assert all(t.type == "scattergl" for t in fig.data)
     assert _positions(fig) == list(range(len(points)))
     missing = fig.data[-1]
-    assert sorted(missing.customdata) == [2, 7]
+    assert sorted(values(missing.customdata)) == [2, 7]
     assert fig.layout.dragmode == "lasso"
 
 
 def test_lesion_map_by_cluster_calls_minus_one_noise(points):
-    fig = figures.lesion_map(points, "cluster")
+    fig = checked(figures.lesion_map(points, "cluster"))
     assert [t.name for t in fig.data] == ["noise", "0", "1", "2"]
     assert fig.data[0].marker.color == figures.MISSING_COLOUR
-    assert sorted(fig.data[0].customdata) == [6, 7]
+    assert sorted(values(fig.data[0].customdata)) == [6, 7]
 
 
 def test_lesion_map_by_a_measurement_uses_a_colour_scale(points):
-    fig = figures.lesion_map(points, "long_mm")
+    fig = checked(figures.lesion_map(points, "long_mm"))
     assert len(fig.data) == 1
     assert fig.data[0].marker.showscale
-    np.testing.assert_allclose(fig.data[0].marker.color, points["long_mm"])
+    np.testing.assert_allclose(values(fig.data[0].marker.color), points["long_mm"], rtol=1e-6)
 
 
 def test_km_figure_draws_curves_and_the_number_at_risk():
@@ -58,7 +81,7 @@ def test_km_figure_draws_curves_and_the_number_at_risk():
     b = pd.DataFrame({"patient_id": list("ghijkl"), "time_days": [2, 3, 4, 9, 10, 15],
                       "event": [1, 1, 1, 1, 0, 1]})
     curves, comparison = compare(a, b, "slow", "fast")
-    fig = figures.km_figure(curves, comparison, title="T")
+    fig = checked(figures.km_figure(curves, comparison, title="T"))
     risk_rows = [t for t in fig.data if t.mode == "text"]
     assert [r.y[0] for r in risk_rows] == ["slow", "fast"]
     for row, curve in zip(risk_rows, curves, strict=True):
@@ -71,7 +94,7 @@ def test_km_figure_draws_curves_and_the_number_at_risk():
 
 
 def test_km_figure_without_curves_says_why():
-    fig = figures.km_figure([])
+    fig = checked(figures.km_figure([]))
     assert "Too few patients" in fig.layout.annotations[0].text
 
 
@@ -83,7 +106,7 @@ def test_forest_figure_points_back_at_rows_and_greys_flagged_ones():
         "ci_high": [2.7, 5.6, 0.9, 900.0], "q": [0.01, 0.2, 0.04, np.nan],
         "flag": ["", "", "", "unstable"],
     }, index=[10, 11, 12, 13])
-    fig = figures.forest_figure(scan)
+    fig = checked(figures.forest_figure(scan))
     trace = fig.data[0]
     assert list(trace.y) == ["broken", "albumin", "stage: IV", "ldh"]
     assert list(trace.customdata) == [13, 12, 11, 10]
@@ -98,7 +121,7 @@ def test_growth_figure_has_a_line_per_track():
     lesions = pd.DataFrame({"track_id": ["t1", "t1", "t2", "t2", "t2"],
                             "lesion_id": list("abcde"), "day": [0, 50, 0, 50, 100],
                             "long_mm": [10, 12, 20, 18, 15], "type": ["liver"] * 5})
-    fig = figures.growth_figure(lesions)
+    fig = checked(figures.growth_figure(lesions))
     assert len(fig.data) == 2
     assert list(fig.data[1].y) == [20, 18, 15]
 
@@ -106,9 +129,9 @@ def test_growth_figure_has_a_line_per_track():
 def test_contributions_stack_to_the_score():
     similar = pd.DataFrame({"patient_id": ["p1", "p2"], "score": [0.9, 0.7],
                             "imaging": [0.5, 0.2], "records": [0.4, 0.5]})
-    fig = figures.contributions_figure(similar, ("imaging", "records"))
+    fig = checked(figures.contributions_figure(similar, ("imaging", "records")))
     assert fig.layout.barmode == "relative"
-    total = np.sum([np.asarray(t.x) for t in fig.data], axis=0)
+    total = np.sum([values(t.x) for t in fig.data], axis=0)
     np.testing.assert_allclose(total, similar["score"].iloc[::-1])
 
 
@@ -127,9 +150,9 @@ def test_neighbourhood_elements_join_only_existing_nodes():
 
 
 def test_missing_bar_reports_shares_of_missing_values():
-    fig = figures.missing_bar({"records": pd.DataFrame({
+    fig = checked(figures.missing_bar({"records": pd.DataFrame({
         "patient_id": ["a", "b", "c", "d"], "ldh": [1.0, None, None, 2.0],
-        "ecog": [1, 2, 3, None], "sodium": [1, 2, 3, 4]})})
+        "ecog": [1, 2, 3, None], "sodium": [1, 2, 3, 4]})}))
     assert list(fig.data[0].y) == ["records.ecog", "records.ldh"]
     assert list(fig.data[0].x) == [25.0, 50.0]
 
@@ -146,3 +169,18 @@ def test_cohort_counts():
                                      (float("nan"), "n/a")])
 def test_format_p(p, text):
     assert figures.format_p(p) == text
+
+
+def test_overview_and_risk_figures_are_valid():
+    lesions = pd.DataFrame({"type": ["liver", "lung", "unlabelled", "liver"]})
+    bars = checked(figures.type_bar(lesions))
+    assert dict(zip(bars.data[0].x, bars.data[0].y, strict=True)) == \
+        {"liver": 2, "lung": 1, "unlabelled": 1}
+    studies = checked(figures.studies_histogram(pd.DataFrame({"n_studies": [1, 3, 3]})))
+    assert list(studies.data[0].x) == [1, 3] and list(studies.data[0].y) == [1, 2]
+    explain = pd.DataFrame({"kind": ["feature", "feature", "neighbour"],
+                            "name": ["ldh", "age", "000004"],
+                            "contribution": [0.5, -0.1, -0.9]})
+    risk = checked(figures.risk_figure(explain, top=2))
+    assert list(risk.data[0].y) == ["feature: ldh", "neighbour: 000004"]
+    assert "Nothing" in checked(figures.empty_figure("Nothing")).layout.annotations[0].text
