@@ -67,18 +67,25 @@ class TrainConfig:
 
     Held-out patients (any lesion in ``holdout_split``, DeepLesion's test split) are never
     trained on, so that they stay an honest evaluation set; set it to None to train on
-    everyone. ``validation_share`` of the remaining labelled patients decide early stopping.
+    everyone. ``validation_share`` of the remaining labelled patients are scored after
+    every epoch: with ``keep="best"`` the best epoch's weights are kept and training stops
+    after ``patience`` epochs without improvement; with ``keep="last"`` (the default: a few
+    validation patients give a noisy score) all ``max_epochs`` run down the cosine schedule.
 
     Loss weights: ``type_weight`` (same-type positives in the contrastive loss, per anchor,
     against 1 for the anchor's other view), ``same_lesion_weight`` (mined pairs across
     studies), ``proxy_weight`` (type proxies), ``location_weight`` (location and size
-    regression). ``labelled_share`` of each batch are typed lesions; ``steps_per_epoch``
+    regression), ``same_patient_weight`` (the patient's other lesions, drawn in groups of
+    ``patient_group``). After epoch ``pseudo_label_epoch`` (None: never) untyped training
+    lesions whose type the proxies, pooled over the patient's lesions with weight
+    ``pseudo_label_patient_mix``, give with probability >= ``pseudo_label_threshold`` are
+    trained on as that type. ``labelled_share`` of each batch are typed lesions; ``steps_per_epoch``
     None means one pass over the training lesions; ``same_lesion_max_distance`` bounds the
     normalised-location distance of a mined pair; ``device`` is auto, cpu or cuda.
     """
 
     seed: int = 0
-    max_epochs: int = 30
+    max_epochs: int = 14
     patience: int = 5
     batch_size: int = 64
     steps_per_epoch: int | None = None
@@ -88,16 +95,16 @@ class TrainConfig:
     type_weight: float = 3.0
     proxy_weight: float = 1.0
     same_lesion_weight: float = 1.0
-    same_patient_weight: float = 0.0
+    same_patient_weight: float = 1.0
     patient_group: int = 4
     location_weight: float = 1.0
-    labelled_share: float = 0.75
+    labelled_share: float = 0.4
     validation_share: float = 0.2
     holdout_split: int | None = 3
     same_lesion_max_distance: float = 0.06
     device: str = "auto"
-    keep: str = "best"
-    pseudo_label_epoch: int | None = None
+    keep: str = "last"
+    pseudo_label_epoch: int | None = 6
     pseudo_label_threshold: float = 0.7
     pseudo_label_patient_mix: float = 1.0
 

@@ -11,11 +11,18 @@ each (:mod:`embed.augment`) and minimises
   for typed lesions (stable class centres when labelled lesions are few);
 * a regression of location and size from the embedding.
 
+Two ways to use the untyped majority of an archive (DeepLesion types only its validation
+and test rows): the patient's other lesions as weak positives (``same_patient_weight``;
+most of a patient's lesions are of one type, and batches then hold groups of a patient's
+lesions), and, after ``pseudo_label_epoch``, pseudo-types for untyped training lesions from
+the proxy head, pooled over the patient's lesions, where confident (:func:`pseudo_labels`).
+
 After every epoch the validation patients' lesions are scored (type precision@10 against
 the typed training lesions, or same-lesion top-1 on mined pairs where no types exist); the
-best epoch's weights are kept
-and training stops after ``patience`` epochs without improvement. Reproducible on the CPU
-for a given seed and thread count.
+best epoch's weights are kept and training stops after ``patience`` epochs without
+improvement (``keep="best"``), or all ``max_epochs`` run down the cosine schedule and the
+last weights are kept (``keep="last"``). Reproducible on the CPU for a given seed and
+thread count.
 """
 
 from __future__ import annotations
