@@ -15,6 +15,7 @@ from discovery.clusters import (
     cluster_lesions,
     cluster_quality,
     default_min_cluster_size,
+    default_min_samples,
     knn_from_frame,
 )
 from patientgraph.errors import InputError
@@ -139,6 +140,15 @@ def test_assign_new_lesions(blobs, fitted):
         fitted.assign(new[:, :5])
 
 
+def test_a_pickled_model_assigns_the_same(blobs, fitted):
+    import pickle
+
+    x, _ = blobs
+    again = pickle.loads(pickle.dumps(fitted))
+    for a, b in zip(again.assign(x[:20]), fitted.assign(x[:20]), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_describe(blobs, fitted):
     x, group = blobs
     lesions = _lesions(group)
@@ -206,6 +216,7 @@ def test_default_min_cluster_size_scales_with_the_cohort():
     assert default_min_cluster_size(80) == 5
     assert default_min_cluster_size(2368) == 30
     assert default_min_cluster_size(32735) == 409
+    assert default_min_samples(5) == 5 and default_min_samples(409) == 20
 
 
 @pytest.mark.parametrize("kwargs, match", [
