@@ -1,9 +1,10 @@
-# PatientGraph: `make demo` (synthetic cohort -> pipeline) and `make test` set everything up.
+# PatientGraph: `make demo` (synthetic cohort -> pipeline -> explorer) and `make test` set everything up.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= demo
 PATIENTS ?= 200
+PORT   ?= 8050
 
 .PHONY: install demo test bench lint clean
 
@@ -23,6 +24,8 @@ demo: install
 	    --workspace $(DEMO)/workspace
 	$(BIN)/patientgraph run --workspace $(DEMO)/workspace
 	$(BIN)/patientgraph info --workspace $(DEMO)/workspace
+	@echo "explorer: http://127.0.0.1:$(PORT)  (Ctrl-C stops it)"
+	$(BIN)/patientgraph serve --workspace $(DEMO)/workspace --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest -n 2 -q
