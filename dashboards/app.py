@@ -14,9 +14,17 @@ from typing import Any
 import dash
 from dash import Input, Output, State, dcc, html
 
-from dashboards.context import Explorer
+from dashboards.context import Explorer, guarded
 from dashboards.data import ExplorerData
-from dashboards.pages import biomarkers, cohort_page, lesion_map, overview, patient, query
+from dashboards.pages import (
+    biomarkers,
+    cohort_page,
+    error,
+    lesion_map,
+    overview,
+    patient,
+    query,
+)
 from dashboards.security import AuthConfig, AuthMiddleware
 from patientgraph.workspace import Workspace
 
@@ -81,6 +89,7 @@ def _empty_state() -> dict[str, Any]:
 def _register_routing(app: dash.Dash, explorer: Explorer) -> None:
     @app.callback(Output("page", "children"), Input("url", "pathname"),
                   *(State(name, "data") for name in STORES))
+    @guarded("show page", error)
     def show(pathname: str | None, *stores):
         state = dict(zip(STORES, stores, strict=True))
         _, module = PAGES.get(pathname or "/", ("Not found", None))

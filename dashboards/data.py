@@ -226,12 +226,18 @@ def _or_empty(frame: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def stage_rows(manifest: Mapping[str, Any]) -> pd.DataFrame:
-    """The stages run, when and how long, from the manifest (one row per stage)."""
+    """The stages run, when (UTC, to the minute) and how long, from the manifest."""
     rows = []
     for name, rec in manifest.get("stages", {}).items():
         summary = rec.get("summary", {})
-        shown = ", ".join(f"{k}={v}" for k, v in summary.items()
-                          if not isinstance(v, (dict, list)) and k != "skipped")
-        rows.append({"stage": name, "finished": rec.get("finished", ""),
-                     "seconds": rec.get("seconds"), "summary": shown[:200]})
-    return pd.DataFrame(rows, columns=["stage", "finished", "seconds", "summary"])
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in summary.items()
+                          if not isinstance(v, (dict, list)) and k != "skipped"
+                          and not (isinstance(v, str) and len(v) > 24))
+        finished = str(rec.get("finished", ""))[:16].replace("T", " ")
+        rows.append({"stage": name, "finished (UTC)": finished,
+                     "seconds": rec.get("seconds"), "summary": shown})
+    return pd.DataFrame(rows, columns=["stage", "finished (UTC)", "seconds", "summary"])
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

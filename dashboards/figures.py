@@ -26,6 +26,8 @@ PALETTE = qualitative.D3 + qualitative.Set2 + qualitative.Pastel1
 MISSING_COLOUR = "#bbbbbb"
 GRID = "#ececec"
 MARGIN = {"l": 50, "r": 20, "t": 50, "b": 40}
+KM_HEIGHT = 500
+GROWTH_HEIGHT = 320
 FOREST_LIMITS = (0.05, 20.0)
 """The forest plot's widest axis (hazard ratios); wider intervals run off its edges."""
 NUMERIC_LEVELS = 8
@@ -36,8 +38,9 @@ CATEGORICAL_LIMIT = 40
 
 def figure(data: list[dict], title: str = "", **layout: Any) -> Figure:
     """A figure dict with the explorer's look (white, light grid)."""
-    base = {"title": {"text": title}, "margin": dict(MARGIN), "paper_bgcolor": "white",
-            "plot_bgcolor": "white", "xaxis": {"gridcolor": GRID, "zerolinecolor": GRID},
+    base = {"title": {"text": title, "x": 0.01, "xanchor": "left"}, "margin": dict(MARGIN),
+            "paper_bgcolor": "white", "plot_bgcolor": "white",
+            "xaxis": {"gridcolor": GRID, "zerolinecolor": GRID},
             "yaxis": {"gridcolor": GRID, "zerolinecolor": GRID}}
     for key, value in layout.items():
         base[key] = {**base[key], **value} if isinstance(base.get(key), dict) \
@@ -118,8 +121,9 @@ def lesion_map(points: pd.DataFrame, colour: str, *, title: str = "") -> Figure:
     """The 2-D lesion map (WebGL) coloured by ``colour``.
 
     ``points`` has x, y and the colour column; each point's ``customdata`` is its row
-    position in ``points`` (the app maps it back to a lesion). A field with few levels gets
-    one trace per level (a legend); a numeric field a colour scale; missing values are grey.
+    position in ``points`` (the app maps hovered and selected points back to lesions). A
+    field with few levels gets one trace per level (a legend); a numeric field a colour
+    scale; missing values are grey.
     """
     values = points[colour] if colour in points else pd.Series(np.nan, index=points.index)
     position = np.arange(len(points))
@@ -153,7 +157,7 @@ def lesion_map(points: pd.DataFrame, colour: str, *, title: str = "") -> Figure:
 def _scatter(points: pd.DataFrame, position: np.ndarray, name: str, marker: dict) -> dict:
     return {"type": "scattergl", "mode": "markers", "name": name,
             "x": typed(points["x"].to_numpy(float)), "y": typed(points["y"].to_numpy(float)),
-            "customdata": typed(position.astype(np.int32)),
+            "customdata": position.tolist(),  # plain: hover events drop typed customdata
             "marker": {"size": 5, "opacity": 0.8, **marker}, "hoverinfo": "none"}
 
 
@@ -196,7 +200,7 @@ def growth_figure(lesions: pd.DataFrame) -> Figure:
             "line": {"color": PALETTE[n % len(PALETTE)]},
             "hovertemplate": "day %{x:.0f}<br>%{y:.1f} mm<extra></extra>"})
     return figure(traces, "Lesion growth", xaxis={"title": {"text": "day"}},
-                  yaxis={"title": {"text": "long diameter (mm)"}}, height=320)
+                  yaxis={"title": {"text": "long diameter (mm)"}}, height=GROWTH_HEIGHT)
 
 
 def contributions_figure(similar: pd.DataFrame, modalities: Sequence[str]) -> Figure:
@@ -287,11 +291,11 @@ def km_figure(curves: Sequence[Curve], comparison: Comparison | None = None, *,
                        "hoverinfo": "skip", "xaxis": "x2", "yaxis": "y2"})
     subtitle = f"<br><sup>{comparison_text(comparison)}</sup>" if comparison else ""
     return figure(
-        traces, title + subtitle, height=500, margin={**MARGIN, "l": 110, "t": 80},
+        traces, title + subtitle, height=KM_HEIGHT, margin={**MARGIN, "l": 110, "t": 80},
         xaxis={"matches": "x2", "showticklabels": False, "anchor": "y"},
         yaxis={"title": {"text": "survival"}, "range": [0, 1.02], "domain": [0.3, 1.0]},
         xaxis2={"title": {"text": "days"}, "tickvals": ticks, "anchor": "y2",
-                "gridcolor": GRID},
+                "gridcolor": GRID, "zeroline": False},
         yaxis2={"title": {"text": "at risk"}, "type": "category", "autorange": "reversed",
                 "domain": [0.0, 0.2], "anchor": "x2"},
         legend={"x": 0.99, "xanchor": "right", "y": 0.99, "yanchor": "top",

@@ -21,6 +21,12 @@ CARD_STYLE = {"display": "inline-block", "padding": "10px 16px", "margin": "0 12
 ROW = {"display": "flex", "gap": "16px", "flexWrap": "wrap", "alignItems": "flex-start"}
 
 
+def graph_style(figure: dict, **style) -> dict:
+    """A dcc.Graph style as tall as the figure: Dash sizes a plot to its container
+    (450 px unless told), so a taller figure would be cut off."""
+    return {"height": f"{figure['layout'].get('height', 450)}px", **style}
+
+
 def note(text: str, **kw) -> html.Div:
     """A yellow notice (e.g. 'run the discover stage')."""
     return html.Div(text, className="pg-note", style=NOTE_STYLE, **kw)

@@ -15,7 +15,7 @@ from dash import Input, Output, State, dcc, html, no_update
 from dashboards import figures
 from dashboards.context import Explorer, guarded
 from dashboards.data import discover_note
-from dashboards.pages import data_table, error, note
+from dashboards.pages import data_table, error, graph_style, note
 from dashboards.survival import compare, split_by_values
 
 SHOWN = ("biomarker", "family", "hr", "ci_low", "ci_high", "p", "q", "n", "events",
@@ -44,6 +44,7 @@ def layout(explorer: Explorer, state: dict[str, Any]) -> html.Div:
         return html.Div([html.H3("Biomarkers"), note(discover_note(data.workspace))],
                         id="biomarkers-page")
     table = ranked(data.discovery["biomarkers"])
+    forest = figures.forest_figure(table)
     return html.Div([
         html.H3("Biomarkers"),
         html.Div("Candidate imaging and record biomarkers, ranked by Benjamini-Hochberg q. "
@@ -56,11 +57,12 @@ def layout(explorer: Explorer, state: dict[str, Any]) -> html.Div:
                                     "if": {"filter_query": "{q} < 0.05"},
                                     "fontWeight": 700}]),
                      style={"flex": "1 1 640px"}),
-            dcc.Graph(id="biomarker-forest", figure=figures.forest_figure(table),
-                      style={"flex": "1 1 480px"}),
+            dcc.Graph(id="biomarker-forest", figure=forest,
+                      style=graph_style(forest, flex="1 1 480px")),
         ], style={"display": "flex", "gap": "16px", "flexWrap": "wrap"}),
         html.Div(id="biomarker-note"),
-        dcc.Graph(id="biomarker-km", figure=figures.empty_figure("Click a biomarker")),
+        dcc.Graph(id="biomarker-km", figure=figures.empty_figure("Click a biomarker"),
+                  style={"height": f"{figures.KM_HEIGHT}px"}),
     ], id="biomarkers-page")
 
 
@@ -115,5 +117,6 @@ def split_curves(explorer: Explorer, candidate: str, level: Any = None,
     curves, comparison = compare(a, b, label_a, label_b)
     figure = figures.km_figure(curves, comparison, title=f"Split by {shown}")
     return figure, html.Div(f"{len(a)} patients ({label_a}) against {len(b)} ({label_b}). "
-                            "The curves and this hazard ratio are unadjusted; the table's "
-                            "come from the scan's own model.", id="biomarker-note-body")
+                            "These curves and this hazard ratio are unadjusted; the table's "
+                            "hazard ratios come from the scan's age- and sex-adjusted Cox "
+                            "models.", id="biomarker-note-body")

@@ -44,7 +44,8 @@ def layout(explorer: Explorer, state: dict[str, Any]) -> html.Div:
                   for letter in LETTERS], style=ROW),
         html.H4("A against B"),
         html.Div(id="cohort-stats"),
-        dcc.Graph(id="cohort-km", figure=figures.empty_figure("Build two cohorts")),
+        dcc.Graph(id="cohort-km", figure=figures.empty_figure("Build two cohorts"),
+                  style={"height": f"{figures.KM_HEIGHT}px"}),
     ], id="cohorts-page")
 
 
@@ -115,7 +116,7 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
 
     @app.callback(Output("cohort-stats", "children"), Output("cohort-km", "figure"),
                   Input("cohort-a", "data"), Input("cohort-b", "data"))
-    @guarded("compare cohorts", lambda m: (error(m), no_update))
+    @guarded("compare cohorts", lambda m: (error(m), figures.empty_figure("No comparison")))
     def compare(a: dict | None, b: dict | None):
         return compare_cohorts(explorer, a, b)
 
@@ -188,6 +189,7 @@ def _register_builder(app: dash.Dash, explorer: Explorer, letter: str) -> None:
 
     @app.callback(Output(f"{pid}-csv-download", "data"), Input(f"{pid}-csv", "n_clicks"),
                   State(pid, "data"), prevent_initial_call=True)
+    @guarded(f"export cohort {letter}", lambda m: no_update)
     def export_csv(n_clicks: int, stored: dict | None):
         if not n_clicks or not stored:
             return no_update
@@ -199,6 +201,7 @@ def _register_builder(app: dash.Dash, explorer: Explorer, letter: str) -> None:
 
     @app.callback(Output(f"{pid}-json-download", "data"), Input(f"{pid}-json", "n_clicks"),
                   State(pid, "data"), prevent_initial_call=True)
+    @guarded(f"save cohort {letter}", lambda m: no_update)
     def save_json(n_clicks: int, stored: dict | None):
         if not n_clicks or not stored:
             return no_update

@@ -90,13 +90,16 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
 
     @app.callback(Output("map-graph", "figure"), Input("map-colour", "value"),
                   prevent_initial_call=True)
+    @guarded("map colour", figures.empty_figure)
     def recolour(colour: str):
         return points.figure(colour)
 
     @app.callback(Output("map-tooltip", "show"), Output("map-tooltip", "bbox"),
                   Output("map-tooltip", "children"), Input("map-graph", "hoverData"))
+    @guarded("map hover", lambda m: (False, no_update, no_update))
     def hover(hover_data: dict | None):
-        if not hover_data or not hover_data.get("points"):
+        if not hover_data or not hover_data.get("points") \
+                or "customdata" not in hover_data["points"][0]:
             return False, no_update, no_update
         point = hover_data["points"][0]
         row = points.frame.iloc[int(point["customdata"])]
@@ -116,7 +119,8 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
     def select(selected: dict | None):
         if not selected or not selected.get("points"):
             return None, "Nothing selected."
-        rows = points.frame.iloc[[int(p["customdata"]) for p in selected["points"]]]
+        rows = points.frame.iloc[[int(p["customdata"]) for p in selected["points"]
+                                  if "customdata" in p]]
         ids = sorted(rows["patient_id"].astype(str).unique())
         return ids, f"{len(rows):,} lesions of {len(ids):,} patients selected."
 
@@ -129,6 +133,7 @@ def _register_to_cohort(app: dash.Dash, letter: str) -> None:
                   Output("map-cohort-text", "children", allow_duplicate=True),
                   Input(f"map-to-{letter}", "n_clicks"), State("map-selection", "data"),
                   prevent_initial_call=True)
+    @guarded(f"map to cohort {letter}", lambda m: (no_update, error(m)))
     def to_cohort(n_clicks: int, selection: list[str] | None):
         if not n_clicks:
             return no_update, no_update

@@ -10,7 +10,7 @@ from dash import dcc, html
 from dashboards import figures
 from dashboards.context import Explorer
 from dashboards.data import discover_note, stage_rows
-from dashboards.pages import ROW, card, data_table, note
+from dashboards.pages import ROW, card, data_table, graph_style, note
 
 GRAPH_CONFIG = {"displaylogo": False}
 
@@ -29,6 +29,7 @@ def layout(explorer: Explorer, state: dict[str, Any]) -> html.Div:
                "records": data.records, "outcomes": data.outcomes,
                "lesions": data.lesions[["coarse_type"]]}
     stages = stage_rows(data.manifest)
+    missing_figure = figures.missing_bar(missing)
     return html.Div([
         html.H3("Overview"),
         html.Div([card(k, v) for k, v in counts.items()], id="overview-counts"),
@@ -40,8 +41,8 @@ def layout(explorer: Explorer, state: dict[str, Any]) -> html.Div:
                 data.patient_table), config=GRAPH_CONFIG, style={"flex": "1 1 420px"}),
         ], style=ROW),
         html.Div([
-            dcc.Graph(id="overview-missing", figure=figures.missing_bar(missing),
-                      config=GRAPH_CONFIG, style={"flex": "1 1 420px"}),
+            dcc.Graph(id="overview-missing", figure=missing_figure, config=GRAPH_CONFIG,
+                      style=graph_style(missing_figure, flex="1 1 420px")),
             html.Div([html.H4("Stages run"),
                       data_table("overview-stages", stages, page_size=10)],
                      style={"flex": "1 1 520px"}),

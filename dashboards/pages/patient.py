@@ -13,15 +13,17 @@ from dash import Input, Output, State, dcc, html, no_update
 from dashboards import figures
 from dashboards.context import Explorer, guarded
 from dashboards.data import discover_note, type_name
-from dashboards.pages import ROW, card, data_table, error, note, records
+from dashboards.pages import ROW, card, data_table, error, graph_style, note, records
 from dashboards.survival import compare
 from embed.fusion import MODALITIES
 
+GROWTH_HEIGHT = figures.GROWTH_HEIGHT
+CONTRIB_STYLE = {"flex": "1 1 420px"}
 SIMILAR_COLUMNS = ["patient_id", "score", *MODALITIES, "age", "sex", "time_days", "event"]
 STRUCTURE_QUERY = (
     "MATCH (p:Patient {patient_id: $id})-[:HAS_STUDY]->(s:Study)-[:HAS_LESION]->(l:Lesion) "
     "RETURN s.study_id AS study_id, s.day AS day, l.lesion_id AS lesion_id, "
-    "l.coarse_type AS coarse_type ORDER BY day, lesion_id")
+    "l.coarse_type AS coarse_type, l.cluster AS cluster ORDER BY day, lesion_id")
 SIMILAR_QUERY = (
     "MATCH (p:Patient {patient_id: $id})-[r:SIMILAR_TO]->(q:Patient) "
     "RETURN q.patient_id AS patient_id, r.score AS score ORDER BY score DESC LIMIT $k")
@@ -61,14 +63,14 @@ def layout(explorer: Explorer, state: dict[str, Any]) -> html.Div:
             html.Div([html.H4("Lesions by study"), html.Div(id="patient-crops")],
                      style={"flex": "1 1 560px"}),
             dcc.Graph(id="patient-growth", figure=figures.empty_figure("Choose a patient"),
-                      style={"flex": "1 1 420px"}),
+                      style={"flex": "1 1 420px", "height": f"{GROWTH_HEIGHT}px"}),
         ], style=ROW),
         html.Div([
             html.Div([html.H4("Most similar patients"), html.Div(id="patient-similar-error"),
                       data_table("patient-similar", _similar_frame(), page_size=10)],
                      style={"flex": "1 1 560px"}),
             dcc.Graph(id="patient-contrib", figure=figures.empty_figure("Choose a patient"),
-                      style={"flex": "1 1 420px"}),
+                      style=CONTRIB_STYLE),
         ], style=ROW),
         html.Div([
             html.Div([html.H4("Graph neighbourhood"), html.Div(id="patient-graph-note"),
@@ -80,7 +82,8 @@ def layout(explorer: Explorer, state: dict[str, Any]) -> html.Div:
             html.Div([html.H4("Risk"), html.Div(id="patient-risk")],
                      style={"flex": "1 1 460px"}),
         ], style=ROW),
-        dcc.Graph(id="patient-km", figure=figures.empty_figure("Choose a patient")),
+        dcc.Graph(id="patient-km", figure=figures.empty_figure("Choose a patient"),
+                  style={"height": f"{figures.KM_HEIGHT}px"}),
     ], id="patient-page")
 
 
@@ -90,19 +93,21 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
 
     @app.callback(Output("patient-store", "data"), Output("patient-summary", "children"),
                   Output("patient-similar", "data"), Output("patient-similar-error", "children"),
-                  Output("patient-contrib", "figure"),
+                  Output("patient-contrib", "figure"), Output("patient-contrib", "style"),
                   Input("patient-select", "value"), Input("patient-k", "value"),
                   Input("patient-weight", "value"))
-    @guarded("select patient", lambda m: (no_update, no_update, [], error(m), no_update))
+    @guarded("select patient", lambda m: (no_update, no_update, [], error(m), no_update,
+                                          no_update))
     def select(patient_id: str | None, k: int | None, imaging_weight: float | None):
         if not patient_id:
             return None, note("Choose a patient to see its lesions and similar patients."), \
-                [], None, blank
+                [], None, blank, CONTRIB_STYLE
         similar = _similar(explorer, patient_id, k, imaging_weight)
         table = similar.join(data.patient_table, on="patient_id")
         table = table[[c for c in SIMILAR_COLUMNS if c in table]]
-        return (patient_id, _summary(explorer, patient_id), records(table), None,
-                figures.contributions_figure(similar, MODALITIES))
+        contrib = figures.contributions_figure(similar, MODALITIES)
+        return (patient_id, _summary(explorer, patient_id), records(table), None, contrib,
+                graph_style(contrib, **CONTRIB_STYLE))
 
     @app.callback(Output("patient-km", "figure"), Input("patient-select", "value"),
                   Input("patient-k", "value"), Input("patient-weight", "value"))
@@ -120,7 +125,10 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
         if not patient_id:
             return None, blank
         lesions = data.lesions_of(patient_id)
-        return _gallery(explorer, lesions), figures.growth_figure(lesions)
+        named = lesions.assign(type=[lesion_label(t, c) for t, c in zip(
+            lesions["coarse_type"], lesions.get("cluster", [None] * len(lesions)),
+            strict=True)])
+        return _gallery(explorer, lesions), figures.growth_figure(named)
 
     @app.callback(Output("patient-graph", "elements"), Output("patient-graph-note", "children"),
                   Input("patient-select", "value"))
@@ -131,7 +139,8 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
         structure, similar = data.graph.run(lambda store: (
             store.query(STRUCTURE_QUERY, {"id": patient_id}),
             store.query(SIMILAR_QUERY, {"id": patient_id, "k": 10})))
-        structure["type"] = structure["coarse_type"].map(type_name)
+        structure["type"] = [lesion_label(t, c) for t, c in
+                             zip(structure["coarse_type"], structure["cluster"], strict=True)]
         return figures.neighbourhood_elements(patient_id, structure, similar), None
 
     @app.callback(Output("patient-risk", "children"), Input("patient-select", "value"))
@@ -144,6 +153,7 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
     @app.callback(Output("patient-select", "value", allow_duplicate=True),
                   Input("patient-similar", "active_cell"), State("patient-similar", "data"),
                   prevent_initial_call=True)
+    @guarded("follow similar patient", lambda m: no_update)
     def follow_table(cell: dict | None, rows: list[dict]):
         if not cell or not rows or cell.get("row") is None or cell["row"] >= len(rows):
             return no_update
@@ -151,10 +161,20 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
 
     @app.callback(Output("patient-select", "value", allow_duplicate=True),
                   Input("patient-graph", "tapNodeData"), prevent_initial_call=True)
+    @guarded("follow graph node", lambda m: no_update)
     def follow_graph(node: dict | None):
         if not node or node.get("kind") != "patient":
             return no_update
         return node["label"]
+
+
+def lesion_label(coarse_type, cluster) -> str:
+    """The lesion's type when a radiologist gave one, else its cluster (else "lesion")."""
+    if pd.notna(coarse_type):
+        return type_name(coarse_type)
+    if cluster is not None and pd.notna(cluster) and int(cluster) >= 0:
+        return f"cluster {int(cluster)}"
+    return "unlabelled"
 
 
 def _similar(explorer: Explorer, patient_id: str, k: int | None,
@@ -202,10 +222,11 @@ def _gallery(explorer: Explorer, lesions: pd.DataFrame) -> list:
         tiles = []
         for lesion in group.itertuples():
             uri = explorer.crops.uri(lesion.lesion_id)
+            label = lesion_label(lesion.coarse_type, getattr(lesion, "cluster", None))
             tiles.append(html.Figure([
                 html.Img(src=uri, style={"width": "96px", "height": "96px"}) if uri
                 else html.Div("no image", style={"width": "96px", "height": "96px"}),
-                html.Figcaption(f"{lesion.type}, {lesion.long_mm:.0f} mm",
+                html.Figcaption(f"{label}, {lesion.long_mm:.0f} mm",
                                 style={"fontSize": "11px"})],
                 style={"margin": "0 6px 0 0", "display": "inline-block"}))
         label = f"day {day:.0f}" if pd.notna(day) else str(study_id)
@@ -243,7 +264,9 @@ def _risk(explorer: Explorer, patient_id: str) -> list:
     if data.has("risk_explain"):
         explain = data.discovery["risk_explain"]
         mine = explain[explain["patient_id"] == patient_id]
-        out.append(dcc.Graph(id="patient-risk-explain", figure=figures.risk_figure(mine)))
+        figure = figures.risk_figure(mine)
+        out.append(dcc.Graph(id="patient-risk-explain", figure=figure,
+                             style=graph_style(figure)))
     return out
 
 

@@ -214,3 +214,23 @@ def test_no_patient_id_reaches_a_url(app):
     paths = {str(rule) for rule in app.server.url_map.iter_rules()}
     assert all("patient" not in p.lower() for p in paths)
     assert all(not path.startswith("/patient/") for path in PAGES)
+
+
+def test_pages_without_discover_results_say_how_to_get_them(workspace, tmp_path):
+    import shutil
+
+    shutil.copytree(workspace.root, tmp_path / "ws")
+    shutil.rmtree(tmp_path / "ws" / "discovery", ignore_errors=True)
+    bare = create_app(tmp_path / "ws")
+    client = CallbackClient(bare, bare.server.test_client().post)
+    for path in ("/", "/map", "/biomarkers"):
+        page = client.call("page.children", {"url.pathname": path})["page"]["children"]
+        assert "--stages discover" in text_of(page), path
+    patient_id = sorted(workspace.table("patients")["patient_id"])[0]
+    risk = client.call("patient-risk.children", {"patient-select.value": patient_id})
+    assert "--stages discover" in text_of(risk["patient-risk"]["children"])
+    similar = client.call("patient-similar.data", {"patient-select.value": patient_id,
+                                                   "patient-k.value": 3,
+                                                   "patient-weight.value": 0.5})
+    assert len(similar["patient-similar"]["data"]) == 3
+    bare.server.config["explorer"].data.graph.close()

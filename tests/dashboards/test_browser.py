@@ -9,11 +9,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from dashboards.app import PAGES, create_app
-from tests.dashboards.conftest import ARTIFACTS, free_port
+from tests.dashboards.conftest import ARTIFACTS, discover_available, free_port
 
 PAGE_IDS = {"/": "overview-page", "/map": "map-page", "/patient": "patient-page",
             "/cohorts": "cohorts-page", "/biomarkers": "biomarkers-page",
@@ -27,10 +28,15 @@ def explorer(dash_duo, workspace):
     return dash_duo
 
 
-def shoot(duo, name: str) -> None:
+def shoot(duo, name: str, height: int | None = None) -> None:
+    """Save a screenshot of the whole page (or its top ``height`` pixels)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    duo.driver.set_window_size(1400, 1600)
-    time.sleep(0.5)  # let Plotly finish drawing
+    for _ in range(2):  # the page can grow once Plotly redraws at the new width
+        full, chrome = duo.driver.execute_script(
+            "return [document.documentElement.scrollHeight, "
+            "window.outerHeight - window.innerHeight]")
+        duo.driver.set_window_size(1400, (height or max(full, 900)) + chrome)
+        time.sleep(0.5)
     duo.driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 
@@ -58,7 +64,7 @@ def test_every_page_renders_without_console_errors(explorer, workspace):
         time.sleep(1.0)
         assert severe_logs(explorer) == [], f"console errors on {path}"
         assert not explorer.find_elements(".pg-error"), f"error box on {path}"
-        shoot(explorer, f"page{path.replace('/', '_') or '_overview'}")
+        shoot(explorer, f"page_{path.strip('/') or 'overview'}")
         if path == "/":
             first = explorer.find_element("#overview-counts > div:first-child")
             assert first.text.split("\n") == [str(len(workspace.table("patients"))),
@@ -114,3 +120,23 @@ def test_a_write_query_is_refused_and_a_read_query_answers(explorer):
     explorer.wait_for_text_to_equal("#query-count", "1 rows", timeout=20)
     assert explorer.find_element("#query-table tbody tr:nth-child(2) td").text == "0"
     shoot(explorer, "query")
+
+
+@pytest.mark.skipif(not discover_available(), reason="this version has no discover stage")
+def test_hovering_a_lesion_on_the_map_shows_its_crop(explorer):
+    explorer.driver.set_window_size(1400, 1000)
+    open_page(explorer, "/map")
+    explorer.wait_for_element("#map-graph .js-plotly-plot .gl-container", timeout=20)
+    time.sleep(1.0)
+    # the pixel of a point of the last trace (drawn on top), from Plotly's own axes
+    x, y = explorer.driver.execute_script("""
+        const gd = document.querySelector('#map-graph .js-plotly-plot');
+        const trace = gd._fullData[gd._fullData.length - 1], L = gd._fullLayout;
+        const i = Math.floor(trace.x.length / 2);
+        return [L.xaxis.l2p(trace.x[i]) + L._size.l, L.yaxis.l2p(trace.y[i]) + L._size.t];""")
+    plot = explorer.find_element("#map-graph .js-plotly-plot")
+    ActionChains(explorer.driver).move_to_element_with_offset(plot, int(x), int(y)).perform()
+    explorer.wait_for_element("#map-tooltip img[src^='data:image/png;base64,']", timeout=20)
+    assert "long axis" in explorer.find_element("#map-tooltip").text
+    assert severe_logs(explorer) == []
+    shoot(explorer, "map_hover", height=1000)
