@@ -170,8 +170,21 @@ def main(quick: bool = False) -> None:
                 store.clear()
                 return store
 
+            def fresh_neo4j_by_key():
+                store = fresh_neo4j()
+                store.merge_by_key = True  # the former path: MERGE on keys, every batch
+                return store
+
             neo = _median_load(fresh_neo4j, tables, repeats)
-            for batch in ([2_000, 10_000] if quick else [2_000, 5_000, 10_000, 20_000, 50_000]):
+            old = _median_load(fresh_neo4j_by_key, tables, repeats)
+            for name, unit, new_v, old_v, n in (
+                    ("edges/s", "edges/s", neo[3] / neo[1], old[3] / old[1], neo[3]),
+                    ("nodes/s", "nodes/s", neo[2] / neo[0], old[2] / old[0], neo[2])):
+                record(BENCH, f"neo4j load {name} vs MERGE by key", new_v, unit,
+                       baseline_value=old_v, n=n,
+                       note=f"baseline: the former load path (UNWIND MERGE matching ends by "
+                       f"key) in the same run; median of {repeats}; {load_avg}")
+            for batch in ([2_000, 10_000] if quick else [2_000, 5_000, 20_000]):
                 with fresh_neo4j(batch) as store:
                     _, edge_s, _, edges = _load_phases(store, tables)
                 record(BENCH, f"neo4j edges/s batch={batch}", edges / edge_s, "edges/s",

@@ -81,6 +81,50 @@ def merge_edges(edge: EdgeType, props: Sequence[str], dialect: str) -> str:
             "RETURN count(r) AS written")
 
 
+def create_nodes(node: NodeType, props: Sequence[str]) -> str:
+    """Neo4j: create a batch of nodes (row = key, then ``props``); for a label with no nodes.
+
+    The unique constraint on the key makes a repeated key fail rather than duplicate.
+    """
+    source, cols = _rows("neo4j", 1 + len(props))
+    return (f"{source} CREATE {_node('n', node.label, node.key, cols[0])}"
+            f"{_set('n', props, cols[1:])} RETURN count(n) AS written")
+
+
+def node_ids(node: NodeType) -> str:
+    """Neo4j: the internal ids of the nodes with keys ``$keys``, as two parallel lists.
+
+    One record with two lists: the driver builds a record per row, which costs more than
+    the lookup itself on large key lists.
+    """
+    return (f"UNWIND $keys AS k MATCH {_node('n', node.label, node.key, 'k')} "
+            "RETURN collect(k) AS keys, collect(id(n)) AS ids")
+
+
+def write_edges_by_id(edge: EdgeType, props: Sequence[str], create: bool) -> str:
+    """Neo4j: write a batch of edges whose rows hold the end nodes' internal ids.
+
+    Row = source id, target id, then ``props``. The ends are found by id (a direct record
+    lookup, far cheaper than a key index seek) and checked for their label. ``create``
+    creates the edges (a fresh load of pairs known to be new), else they are merged.
+    """
+    source, cols = _rows("neo4j", 2 + len(props))
+    verb = "CREATE" if create else "MERGE"
+    return (f"{source} MATCH (a:{quote(edge.src)}) WHERE id(a) = {cols[0]} "
+            f"MATCH (b:{quote(edge.dst)}) WHERE id(b) = {cols[1]} "
+            f"{verb} (a)-[r:{quote(edge.rel)}]->(b){_set('r', props, cols[2:])} "
+            "RETURN count(r) AS written")
+
+
+def count_edges_from(edge: EdgeType) -> str:
+    """Neo4j: edges of the type leaving nodes of the source label (from the count store).
+
+    Zero means no edge of this kind exists; the count may include edges of the same type
+    to other labels, which only makes a load take the merging path.
+    """
+    return f"MATCH (:{quote(edge.src)})-[r:{quote(edge.rel)}]->() RETURN count(r) AS n"
+
+
 # Deletes on Neo4j commit every DELETE_BATCH rows (``CALL { WITH ... } IN TRANSACTIONS``,
 # the form every Neo4j 5 accepts), so that a large delete fits the transaction memory.
 DELETE_BATCH = 5_000

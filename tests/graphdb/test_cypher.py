@@ -82,3 +82,20 @@ def test_neighborhood_takes_hops_as_a_checked_integer():
     for bad in (0, 4):
         with pytest.raises(ValueError, match="hops"):
             cypher.neighborhood(PATIENT, LESION, bad)
+
+
+def test_fresh_load_statements_on_neo4j():
+    assert cypher.create_nodes(PATIENT, ["sex"]) == (
+        "UNWIND $rows AS row CREATE (n:`Patient` {`patient_id`: row[0]}) "
+        "SET n.`sex` = row[1] RETURN count(n) AS written")
+    create = cypher.write_edges_by_id(LESION_SIMILAR, ["score"], create=True)
+    assert create == (
+        "UNWIND $rows AS row MATCH (a:`Lesion`) WHERE id(a) = row[0] "
+        "MATCH (b:`Lesion`) WHERE id(b) = row[1] CREATE (a)-[r:`SIMILAR_TO`]->(b) "
+        "SET r.`score` = row[2] RETURN count(r) AS written")
+    merge = cypher.write_edges_by_id(LESION_SIMILAR, ["score"], create=False)
+    assert merge == create.replace("CREATE (a)", "MERGE (a)")
+    assert cypher.node_ids(LESION).startswith(
+        "UNWIND $keys AS k MATCH (n:`Lesion` {`lesion_id`: k})")
+    assert cypher.count_edges_from(PATIENT_SIMILAR) == (
+        "MATCH (:`Patient`)-[r:`SIMILAR_TO`]->() RETURN count(r) AS n")

@@ -131,3 +131,27 @@ def test_rows_are_plain_python_values():
                           "c": pd.array([3, None], dtype="Int64")})
     assert rows_of(frame) == [["x", 1.5, 3], [None, None, None]]
     assert type(rows_of(frame)[0][2]) is int
+
+
+def test_a_retried_batch_merges_instead_of_creating():
+    import numpy as np
+
+    from graphdb.neo4j_store import _repeats_pairs, _write_batch
+
+    class Tx:
+        def __init__(self):
+            self.texts = []
+
+        def run(self, text, rows):
+            self.texts.append(text)
+            return self
+
+        def single(self):
+            return {"written": 2}
+
+    tx, attempts = Tx(), [0]
+    for _ in range(3):  # the driver calls the function again after a transient failure
+        assert _write_batch(tx, ("CREATE", "MERGE"), [[1, 2], [3, 4]], attempts) == 2
+    assert tx.texts == ["CREATE", "MERGE", "MERGE"]
+    assert _repeats_pairs(np.array([1, 1, 2]), np.array([2, 3, 2])) is False
+    assert _repeats_pairs(np.array([1, 2, 1]), np.array([2, 3, 2])) is True
