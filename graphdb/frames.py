@@ -68,9 +68,13 @@ def similarity_edges(knn: pd.DataFrame, source: str = "index/*_knn.parquet") -> 
     src, dst = codes[:n].astype(np.int64), codes[n:].astype(np.int64)
     by_rank = np.argsort(knn["rank"].to_numpy(), kind="stable")
     pair = (src * len(uniques) + dst)[by_rank]
-    keep = by_rank[~pd.Series(pair).duplicated().to_numpy() & (src != dst)[by_rank]]
-    edges = knn.iloc[np.sort(keep)][list(KNN_COLUMNS)]
-    return edges.astype({"score": "float64", "rank": "int64"}).reset_index(drop=True)
+    first = ~pd.Series(pair).duplicated().to_numpy() & (src != dst)[by_rank]
+    edges = knn[list(KNN_COLUMNS)]
+    if not first.all():  # (usually every row is kept: no copy by row then)
+        edges = edges.iloc[np.sort(by_rank[first])].reset_index(drop=True)
+    elif not knn.index.equals(pd.RangeIndex(n)):
+        edges = edges.reset_index(drop=True)
+    return edges.astype({"score": "float64", "rank": "int64"}, copy=False)
 
 
 def cluster_frames(clusters: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -405,7 +405,11 @@ def _typed(frame: pd.DataFrame, types: Mapping[str, str]) -> pd.DataFrame:
             out[name] = col.astype("boolean")
         else:
             out[name] = _strings(col)
-    return pd.DataFrame(out, index=frame.index).reset_index(drop=True)
+    out = pd.DataFrame(out, index=frame.index)
+    if isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 \
+            and frame.index.step == 1:
+        return out  # already numbered 0..n-1: no copy for a new index
+    return out.reset_index(drop=True)
 
 
 def _strings(col: pd.Series) -> pd.Series:
