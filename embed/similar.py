@@ -12,6 +12,7 @@ A patient score is ``sum_m w_m cos_m`` over the modalities (weights normalised t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -50,8 +51,7 @@ def similar_patients(
     index = _load(ws, "patients")
     patient_id = str(patient_id)
     _require(index, patient_id, "patient_id")
-    w = resolve_weights(weights, default_weights(pd.read_parquet(ws.path(PATIENTS),
-                                                                 columns=["patient_id"])))
+    w = resolve_weights(weights, _default_weights(ws))
     dims = _part_dims(ws)
     query = split_parts(index.vectors([patient_id])[0], dims)
     allowed = None if among is None else [str(p) for p in among if str(p) != patient_id]
@@ -108,10 +108,36 @@ def _check_k(k: int) -> None:
 
 def _load(ws: Workspace, name: str) -> VectorIndex:
     folder = ws.path(INDEX_DIR)
-    if not (folder / f"{name}.faiss").exists():
+    path = folder / f"{name}.faiss"
+    if not path.exists():
         raise InputError(ws.root, "the workspace has no vector index yet",
                          "run `patientgraph run --workspace W --stages embed,index` first")
-    return VectorIndex.load(folder, name)
+    return _cached_index(str(folder), name, _stamp(path))
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """What changes when a file is replaced (the stages write by rename)."""
+    st = path.stat()
+    return st.st_mtime_ns, st.st_ino
+
+
+# Queries from the explorer or a notebook repeat against the same files: keep the last few
+# loaded, keyed by the file's stamp so a rebuilt index is read again.
+@functools.lru_cache(maxsize=4)
+def _cached_index(folder: str, name: str, stamp: tuple[int, int]) -> VectorIndex:
+    return VectorIndex.load(Path(folder), name)
+
+
+@functools.lru_cache(maxsize=4)
+def _patient_meta(path: str, stamp: tuple[int, int]) -> tuple[dict[str, float], dict[str, int]]:
+    frame = pd.read_parquet(path, columns=["patient_id", *MODALITIES])
+    dims = {m: len(frame[m].iloc[0]) for m in MODALITIES}
+    return default_weights(frame), dims
+
+
+def _default_weights(ws: Workspace) -> dict[str, float]:
+    path = ws.path(PATIENTS)
+    return dict(_patient_meta(str(path), _stamp(path))[0])
 
 
 def _require(index: VectorIndex, value: str, what: str) -> None:
@@ -119,5 +145,5 @@ def _require(index: VectorIndex, value: str, what: str) -> None:
 
 
 def _part_dims(ws: Workspace) -> dict[str, int]:
-    row = pd.read_parquet(ws.path(PATIENTS), columns=list(MODALITIES)).iloc[0]
-    return {m: len(row[m]) for m in MODALITIES}
+    path = ws.path(PATIENTS)
+    return dict(_patient_meta(str(path), _stamp(path))[1])

@@ -73,3 +73,18 @@ def test_similar_lesions(embedded):
 def test_no_index_yet(ingested):
     with pytest.raises(InputError, match="no vector index yet"):
         similar_patients(ingested, "000001")
+
+
+def test_a_rebuilt_index_is_read_again(embedded_copy):
+    """Repeated queries reuse the loaded index, but never a stale one after a rebuild."""
+    from embed import index_stage
+    from embed.similar import _load
+
+    ws = embedded_copy
+    first = _load(ws, "patients")
+    assert _load(ws, "patients") is first
+    index_stage.run(ws, config={"k": 3}, force=True)
+    rebuilt = _load(ws, "patients")
+    assert rebuilt is not first
+    pid = str(ws.table("patients")["patient_id"].iloc[0])
+    assert len(similar_patients(ws, pid, k=3)) == 3
