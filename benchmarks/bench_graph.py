@@ -61,6 +61,17 @@ def _median_load(open_fresh, tables, repeats: int) -> tuple[float, float, int, i
     return node_s, edge_s, runs[0][2], runs[0][3]
 
 
+def _median_loads(open_fresh, tables, repeats: int) -> list[tuple[float, float, int, int]]:
+    """Like :func:`_median_load` for several ways of loading, run alternately."""
+    runs: list[list] = [[] for _ in open_fresh]
+    for _ in range(repeats):
+        for i, fresh in enumerate(open_fresh):
+            with fresh() as store:
+                runs[i].append(_load_phases(store, tables))
+    return [(statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs),
+             rs[0][2], rs[0][3]) for rs in runs]
+
+
 def _latency_ms(fn, calls: int, warmup: int = 20) -> tuple[float, float]:
     for i in range(warmup):
         fn(i)
@@ -175,15 +186,17 @@ def main(quick: bool = False) -> None:
                 store.merge_by_key = True  # the former path: MERGE on keys, every batch
                 return store
 
-            neo = _median_load(fresh_neo4j, tables, repeats)
-            old = _median_load(fresh_neo4j_by_key, tables, repeats)
+            with fresh_neo4j() as store:  # warm the server (JIT, caches) before timing
+                _load_phases(store, tables)
+            neo, old = _median_loads([fresh_neo4j, fresh_neo4j_by_key], tables, repeats)
             for name, unit, new_v, old_v, n in (
                     ("edges/s", "edges/s", neo[3] / neo[1], old[3] / old[1], neo[3]),
                     ("nodes/s", "nodes/s", neo[2] / neo[0], old[2] / old[0], neo[2])):
                 record(BENCH, f"neo4j load {name} vs MERGE by key", new_v, unit,
                        baseline_value=old_v, n=n,
                        note=f"baseline: the former load path (UNWIND MERGE matching ends by "
-                       f"key) in the same run; median of {repeats}; {load_avg}")
+                       f"key) in the same run, alternating, after a warm-up load; median of "
+                       f"{repeats}; {load_avg}")
             for batch in ([2_000, 10_000] if quick else [2_000, 5_000, 20_000]):
                 with fresh_neo4j(batch) as store:
                     _, edge_s, _, edges = _load_phases(store, tables)
