@@ -18,7 +18,7 @@ Environment:
                              data folder ``data/`` (default ``~/.cache/patientgraph/neo4j``)
     PATIENTGRAPH_NEO4J_BUILD where built launchers are kept, one folder per source hash
                              (default ``~/.cache/patientgraph/neo4j-launcher``)
-    NEO4J_HEAP               JVM heap, as for ``java -Xmx`` (default ``512m``)
+    NEO4J_HEAP               JVM heap, as for ``java -Xmx`` (default ``1g``)
     NEO4J_PAGECACHE_MB       page cache in MiB (default 256)
     JAVA_HOME                which Java to use (else ``java`` on PATH); Java 17 or 21
 
@@ -359,7 +359,7 @@ def _clear(home: Path) -> None:
 
 def _java_command(java: str, build_dir: Path, data_dir: Path, port: int,
                   reset_password: bool) -> list[str]:
-    heap = os.environ.get("NEO4J_HEAP", "512m").strip() or "512m"
+    heap = os.environ.get("NEO4J_HEAP", "1g").strip() or "1g"
     if not re.fullmatch(r"\d+[kKmMgG]?", heap):
         raise ServerError(f"NEO4J_HEAP must look like 512m or 2g, got {heap!r}")
     pagecache = os.environ.get("NEO4J_PAGECACHE_MB", "256").strip() or "256"
