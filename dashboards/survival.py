@@ -2,7 +2,7 @@
 
 Everything goes through :func:`compare`, which uses the discover stage's own
 ``discovery.survival.compare_groups`` (Kaplan-Meier, log-rank p, unadjusted Cox hazard
-ratio of B against A) and falls back to lifelines when that module is not installed. Rows a
+ratio of B against A) and ``kaplan_meier`` for a lone curve. Rows a
 model cannot use (missing time or event, follow-up of zero days or less) are left out and
 counted in ``dropped``; a patient in both groups is refused, since the tests assume
 separate groups.
@@ -11,7 +11,6 @@ separate groups.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,17 +147,11 @@ def _with_ids(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _curve(table: pd.DataFrame, label: str) -> Curve | None:
-    from lifelines import KaplanMeierFitter
+    from discovery.survival import kaplan_meier
 
     if len(table) < MIN_GROUP:
         return None
-    km = KaplanMeierFitter().fit(table[TIME].to_numpy(float), table[EVENT].to_numpy(int))
-    ci = km.confidence_interval_survival_function_
-    frame = pd.DataFrame({"timeline": km.survival_function_.index.to_numpy(float),
-                          "survival": km.survival_function_.iloc[:, 0].to_numpy(float),
-                          "ci_low": ci.iloc[:, 0].to_numpy(float),
-                          "ci_high": ci.iloc[:, 1].to_numpy(float)})
-    return _from_frame(frame, table, label)
+    return _from_frame(kaplan_meier(table, duration_col=TIME, event_col=EVENT), table, label)
 
 
 def _from_frame(frame: pd.DataFrame, table: pd.DataFrame, label: str) -> Curve:
@@ -173,39 +166,15 @@ def _from_frame(frame: pd.DataFrame, table: pd.DataFrame, label: str) -> Curve:
 
 def _backend_compare(a: pd.DataFrame, b: pd.DataFrame, label_a: str,
                      label_b: str) -> tuple[list[Curve], dict[str, float]]:
-    """Curves, log-rank p and Cox HR (B vs A) with its CI: discovery.survival or lifelines."""
-    try:
-        from discovery.survival import compare_groups
-    except ImportError:
-        curves = [_curve(a, label_a), _curve(b, label_b)]
-        return curves, _lifelines_compare(a, b)
+    """Curves, log-rank p and Cox HR (B vs A) with its CI from discovery.survival."""
+    from discovery.survival import compare_groups
+
     out = compare_groups(a[[ID, TIME, EVENT]], b[[ID, TIME, EVENT]], labels=(label_a, label_b),
                          times=[0.0])
     frames = dict(tuple(out["curves"].groupby("group", sort=False)))
     curves = [_from_frame(frames[label], table, label)
               for label, table in ((label_a, a), (label_b, b))]
     return curves, {k: float(out[k]) for k in ("logrank_p", "hr", "ci_low", "ci_high")}
-
-
-def _lifelines_compare(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:
-    from lifelines import CoxPHFitter
-    from lifelines.statistics import logrank_test
-
-    out = {"logrank_p": math.nan, "hr": math.nan, "ci_low": math.nan, "ci_high": math.nan}
-    ta, ea, tb, eb = a[TIME], a[EVENT], b[TIME], b[EVENT]
-    if ea.sum() + eb.sum() == 0:
-        return out
-    out["logrank_p"] = float(logrank_test(ta, tb, ea, eb).p_value)
-    if min(ea.sum(), eb.sum()) == 0:
-        return out
-    frame = pd.DataFrame({"t": np.r_[ta, tb], "e": np.r_[ea, eb],
-                          "b": np.r_[np.zeros(len(ta)), np.ones(len(tb))]})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        row = CoxPHFitter().fit(frame, "t", "e").summary.loc["b"]
-    out.update(hr=float(row["exp(coef)"]), ci_low=float(row["exp(coef) lower 95%"]),
-               ci_high=float(row["exp(coef) upper 95%"]))
-    return out
 
 
 def _level_text(value: Any) -> str:
