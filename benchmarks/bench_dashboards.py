@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_ingest import CACHE, cached_cohort
-from benchmarks.results import record
+from benchmarks.results import latency_ms, record
 
 BENCH = "dashboards"
 QUICK = "dashboards-quick"
@@ -54,17 +54,6 @@ def bench_workspace(n_patients: int) -> Path:
     return root
 
 
-def percentiles_ms(fn, calls: int, warmup: int = 2) -> tuple[float, float]:
-    for i in range(warmup):
-        fn(-1 - i)
-    times = []
-    for i in range(calls):
-        t0 = time.perf_counter()
-        fn(i)
-        times.append((time.perf_counter() - t0) * 1000)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
-
-
 def record_latency(bench: str, name: str, p50: float, p99: float, n: int, note: str) -> None:
     record(bench, f"{name} p50", p50, "ms", n=n, higher_is_better=False, note=note)
     record(bench, f"{name} p99", p99, "ms", n=n, higher_is_better=False, note=note)
@@ -77,7 +66,7 @@ def bench_pages(bench: str, client, n_patients: int, calls: int) -> None:
         def render(_i, path=path):
             client.call("page.children", {"url.pathname": path})
 
-        p50, p99 = percentiles_ms(render, calls)
+        p50, p99 = latency_ms(render, calls)
         record_latency(bench, f"page {title.lower()} render", p50, p99, calls,
                        f"{n_patients} patients; routing callback building the page")
 
@@ -107,7 +96,7 @@ def bench_callbacks(bench: str, client, data, calls: int) -> None:
                      ("patient survival (similar vs everyone)", survival),
                      ("patient crops and growth", images),
                      ("patient graph neighbourhood", neighbourhood)):
-        p50, p99 = percentiles_ms(fn, calls)
+        p50, p99 = latency_ms(fn, calls)
         record_latency(bench, name, p50, p99, calls, note)
 
     cohorts = _cohort_pairs(data, calls + 2)
@@ -116,7 +105,7 @@ def bench_callbacks(bench: str, client, data, calls: int) -> None:
         a, b = cohorts[i]
         client.call("cohort-km.figure", {"cohort-a.data": a, "cohort-b.data": b})
 
-    p50, p99 = percentiles_ms(compare, calls)
+    p50, p99 = latency_ms(compare, calls)
     record_latency(bench, "compare cohorts", p50, p99, calls,
                    f"{len(data.patient_ids)} patients; KM + log-rank + Cox of two disjoint "
                    "filtered cohorts")

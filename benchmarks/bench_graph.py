@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.results import record
+from benchmarks.results import latency_ms, record
 from graphdb import server
 from graphdb.store import GraphStore, open_store
 from graphdb.synthetic import DEEPLESION, synthetic_cohort
@@ -72,23 +72,12 @@ def _median_loads(open_fresh, tables, repeats: int) -> list[tuple[float, float, 
              rs[0][2], rs[0][3]) for rs in runs]
 
 
-def _latency_ms(fn, calls: int, warmup: int = 20) -> tuple[float, float]:
-    for i in range(warmup):
-        fn(i)
-    times = []
-    for i in range(calls):
-        t0 = time.perf_counter()
-        fn(i)
-        times.append((time.perf_counter() - t0) * 1000)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
-
-
 def _record_latency(name: str, store: GraphStore, patient_ids, calls: int) -> None:
     rng = np.random.default_rng(0)
     picks = rng.choice(patient_ids, calls + 20)
     for query, fn in (("similar_patients", lambda i: store.similar_patients(picks[i], k=10)),
                       ("cohort", lambda i: store.cohort(COHORT_FILTER))):
-        p50, p99 = _latency_ms(fn, calls)
+        p50, p99 = latency_ms(fn, calls, warmup=20)
         note = "k=10" if query == "similar_patients" else f"filters {COHORT_FILTER}"
         record(BENCH, f"{name} {query} p50", p50, "ms", n=calls, higher_is_better=False,
                note=f"{note}; target p50 < 10 ms")

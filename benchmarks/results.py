@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 HERE = Path(__file__).parent
 RESULTS = HERE / "results.jsonl"
 REPORT = HERE / "RESULTS.md"
@@ -81,6 +83,19 @@ def median_time(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
         result = fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), result
+
+
+def latency_ms(fn: Callable[[int], Any], calls: int, warmup: int = 2) -> tuple[float, float]:
+    """p50 and p99 in ms of ``fn(i)`` for i in 0..calls-1, after ``warmup`` calls on
+    ``fn(-1)``, ``fn(-2)``, ... (inputs the timed calls do not reuse)."""
+    for i in range(warmup):
+        fn(-1 - i)
+    times = []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        fn(i)
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
 def render(path: Path = RESULTS, out: Path = REPORT) -> None:
