@@ -219,7 +219,4 @@ def _shown(target: str | None, ws: Workspace) -> str | None:
 
     if target is None or is_server_uri(target):
         return redact(target) if target else None
-    try:
-        return str(Path(target).resolve().relative_to(ws.root.resolve()))
-    except ValueError:
-        return str(Path(target).resolve())
+    return ws.relative(target)

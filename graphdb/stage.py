@@ -42,7 +42,7 @@ def run(workspace: str | Path | Workspace, config: dict[str, Any] | None = None,
     server = is_server_uri(target)
     inputs = _input_hashes(ws)
     stage_config = {
-        "graph": redact(target) if server else _relative(Path(target), ws),
+        "graph": redact(target) if server else ws.relative(target),
         "database": os.environ.get("NEO4J_DATABASE") if server else None,
     }
     if not force and ws.is_current(STAGE, fingerprint(stage_config, inputs)):
@@ -60,7 +60,7 @@ def run(workspace: str | Path | Workspace, config: dict[str, Any] | None = None,
         _check_graph_folder(folder)
         with atomic_dir(folder) as tmp, open_store(tmp) as store:
             summary = load(store, tables, knn)
-        outputs = [_relative(folder, ws)]
+        outputs = [ws.relative(folder)]
     summary = {"backend": "neo4j" if server else "embedded", **summary}
     ws.record_stage(STAGE, config=stage_config, inputs=inputs, outputs=outputs,
                     seconds=time.perf_counter() - t0, summary=summary)
@@ -112,10 +112,3 @@ def _check_graph_folder(folder: Path) -> None:
         raise InputError(folder, "this folder is not empty and holds no embedded graph, and "
                          "building the graph would replace it", "name an empty or new folder "
                          "for the graph, or a neo4j:// URI")
-
-
-def _relative(path: Path, ws: Workspace) -> str:
-    try:
-        return str(path.resolve().relative_to(ws.root.resolve()))
-    except ValueError:
-        return str(path.resolve())

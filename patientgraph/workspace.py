@@ -86,6 +86,14 @@ class Workspace:
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
 
+    def relative(self, path: str | Path) -> str:
+        """``path`` as the manifest records it: relative to the workspace when inside it
+        (so a copied or moved workspace stays current), else absolute."""
+        try:
+            return str(Path(path).resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(Path(path).resolve())
+
     @property
     def manifest_path(self) -> Path:
         return self.path(MANIFEST)
