@@ -246,8 +246,10 @@ def _where(patient_var: str, patient_where: Sequence[str], lesion_where: Sequenc
     """The WHERE clause: the patient's conditions, and one lesion of it meeting all of its."""
     conditions = list(patient_where)
     if lesion_where:
-        conditions.append(f"EXISTS {{ MATCH ({patient_var})-[:HAS_STUDY]->(:Study)"
-                          f"-[:HAS_LESION]->(l:Lesion) WHERE {' AND '.join(lesion_where)} }}")
+        # No labels on the inner nodes: HAS_STUDY and HAS_LESION only ever join a study and a
+        # lesion, and each label check is a store read per row on Neo4j.
+        conditions.append(f"EXISTS {{ MATCH ({patient_var})-[:HAS_STUDY]->()"
+                          f"-[:HAS_LESION]->(l) WHERE {' AND '.join(lesion_where)} }}")
     return f" WHERE {' AND '.join(conditions)}" if conditions else ""
 
 

@@ -20,6 +20,9 @@ Environment:
                              (default ``~/.cache/patientgraph/neo4j-launcher``)
     NEO4J_HEAP               JVM heap, as for ``java -Xmx`` (default ``1g``)
     NEO4J_PAGECACHE_MB       page cache in MiB (default 256)
+    NEO4J_DENSE_THRESHOLD    relationships from which a node keeps them grouped by type
+                             (default 10; Neo4j's own default is 50); applies as nodes are
+                             written, so set it before a load
     JAVA_HOME                which Java to use (else ``java`` on PATH); Java 17 or 21
 
 Needs Java 17+ and, to build the launcher the first time, Maven 3.8+ reaching Maven Central
@@ -365,9 +368,12 @@ def _java_command(java: str, build_dir: Path, data_dir: Path, port: int,
     pagecache = os.environ.get("NEO4J_PAGECACHE_MB", "256").strip() or "256"
     if not pagecache.isdigit():
         raise ServerError(f"NEO4J_PAGECACHE_MB must be a number of MiB, got {pagecache!r}")
+    dense = os.environ.get("NEO4J_DENSE_THRESHOLD", "10").strip() or "10"
+    if not dense.isdigit() or int(dense) < 1:
+        raise ServerError(f"NEO4J_DENSE_THRESHOLD must be a whole number >= 1, got {dense!r}")
     cmd = [
         java, f"-Xmx{heap}", "-Xms64m", "-XX:+ExitOnOutOfMemoryError", "-Dfile.encoding=UTF-8",
-        f"-Dpatientgraph.pagecache={pagecache}",
+        f"-Dpatientgraph.pagecache={pagecache}", f"-Dpatientgraph.dense={dense}",
         # as Neo4j's own scripts do, so that the page cache and Netty use their fast paths
         "--add-opens=java.base/java.nio=ALL-UNNAMED",
         "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",

@@ -69,8 +69,8 @@ def test_reads_take_values_as_parameters():
     text = cypher.similar_patients(["q.`sex` = $f0"], ["l.`coarse_type` IN $f1"])
     assert text == (
         "MATCH (p:Patient {patient_id: $id})-[s:SIMILAR_TO]->(q:Patient) "
-        "WHERE q.`sex` = $f0 AND EXISTS { MATCH (q)-[:HAS_STUDY]->(:Study)-[:HAS_LESION]->"
-        "(l:Lesion) WHERE l.`coarse_type` IN $f1 } RETURN q.patient_id AS patient_id, "
+        "WHERE q.`sex` = $f0 AND EXISTS { MATCH (q)-[:HAS_STUDY]->()-[:HAS_LESION]->"
+        "(l) WHERE l.`coarse_type` IN $f1 } RETURN q.patient_id AS patient_id, "
         "s.score AS score, s.`rank` AS `rank` ORDER BY score DESC, patient_id LIMIT $k")
     assert cypher.cohort() == "MATCH (p:Patient) RETURN collect(p.patient_id) AS patient_ids"
 

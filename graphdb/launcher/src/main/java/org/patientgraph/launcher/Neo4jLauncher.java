@@ -42,6 +42,9 @@ import org.neo4j.io.ByteUnit;
  *
  * Heap size is the caller's (java -Xmx...); the page cache is 256 MiB unless the system property
  * patientgraph.pagecache (e.g. -Dpatientgraph.pagecache=512) gives another size in MiB.
+ * Nodes with at least patientgraph.dense (default 10, Neo4j's own default is 50) relationships
+ * keep them grouped by type, so a patient's few HAS_STUDY edges are read without walking its
+ * SIMILAR_TO edges (cohort queries); it applies to nodes as they are written.
  */
 public final class Neo4jLauncher {
 
@@ -109,12 +112,14 @@ public final class Neo4jLauncher {
     /** Common settings: 127.0.0.1 only, no HTTP(S), auth on, small memory. */
     private static DatabaseManagementServiceBuilder builder(Path home, boolean bolt, int port) {
         long pageCacheMiB = Long.getLong("patientgraph.pagecache", 256L);
+        int denseThreshold = Integer.getInteger("patientgraph.dense", 10);
         return new DatabaseManagementServiceBuilder(home)
                 .setConfig(GraphDatabaseSettings.default_listen_address, new SocketAddress(HOST))
                 .setConfig(GraphDatabaseSettings.default_advertised_address, new SocketAddress(HOST))
                 .setConfig(GraphDatabaseSettings.auth_enabled, true)
                 .setConfig(GraphDatabaseSettings.udc_enabled, false)
                 .setConfig(GraphDatabaseSettings.pagecache_memory, ByteUnit.mebiBytes(pageCacheMiB))
+                .setConfig(GraphDatabaseSettings.dense_node_threshold, denseThreshold)
                 // small transaction logs, not preallocated: a fresh folder is ~5 MB, not ~500 MB
                 .setConfig(GraphDatabaseSettings.keep_logical_logs, "256M size")
                 .setConfig(GraphDatabaseSettings.logical_log_rotation_threshold,
