@@ -23,7 +23,6 @@ scan of 100 candidates against a plain loop of lifelines fits on the same table.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -38,8 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.bench_ingest import CACHE, cached_cohort
 from benchmarks.results import median_time, record
+from benchmarks.workspaces import DEEPLESION_PATIENTS, embedded_workspace
 from discovery import stage as discover_stage
 from discovery.candidates import build_candidates
 from discovery.clusters import cluster_quality
@@ -53,7 +52,6 @@ from patientgraph.synth import generate
 BENCH = "discovery"
 QUICK = "discovery-quick"
 """Quick runs (small cohorts, fast embed preset) are smoke tests: kept apart from real figures."""
-DEEPLESION_PATIENTS = 4427
 LIVER = 4
 """The coarse type of the liver_primary effect."""
 SAME_NAME = ("lesion_burden", "growth_rate", "ldh", "albumin", "ecog", "age")
@@ -79,6 +77,8 @@ def main(quick: bool = False) -> None:
                           seeds=[0] if quick else range(5))
         bench_scale(bench, n_patients=700 if quick else DEEPLESION_PATIENTS,
                     repeats=1 if quick else 3)
+        if not quick:
+            bench_deeplesion_pipeline(bench)
         pipeline = []
         for seed in [0] if quick else PIPELINE_SEEDS:
             pipeline.append(bench_pipeline(bench, root, pipeline_patients, seed,
@@ -330,27 +330,11 @@ def bench_pipeline(bench: str, root: Path, n_patients: int, seed: int,
     embed_stage.run(ws, config=dict(embed_config), force=True)
     index_stage.run(ws, force=True)
     embed_s = time.perf_counter() - t0
-    summary = discover_stage.run(ws, config={"write_graph": False}, force=True)
     truth = json.loads((cohort / "truth.json").read_text())
-    out = ws.path(discover_stage.OUT_DIR)
-    clusters = pd.read_parquet(out / "clusters.parquet")
-    tracks = pd.read_parquet(out / "tracks.parquet")
-    growth = pd.read_parquet(out / "patient_growth.parquet")
-    biomarkers = pd.read_parquet(out / "biomarkers.parquet")
-    metrics = json.loads((out / "metrics.json").read_text())
-    n_lesions = len(clusters)
-    setup = (f"{n_patients} patients, {n_lesions} lesions; embed preset {preset}; "
-             f"synth {synth_s:.0f} s, embed+index {embed_s:.0f} s, discover parts "
-             f"{summary['seconds']}; {_load()}")
-
-    _record_clusters(bench, label, clusters, truth, setup)
-    _record_tracking(bench, label, tracks, growth, truth, setup)
-    liver = liver_clusters(clusters, truth)
-    score = score_scan(biomarkers, truth, liver)
+    score = discover_and_score(bench, label, ws, truth, n_patients,
+                               f"embed preset {preset}; synth {synth_s:.0f} s, embed+index "
+                               f"{embed_s:.0f} s")
     score["seed"] = seed
-    _record_scan(bench, label, score, n_patients,
-                 f"liver clusters {liver or 'none'}; embed preset {preset}")
-    _record_gnn(bench, f"{label} (synthetic cohort)", metrics["gnn"], setup)
     upstream = perfect_upstream_scan({k: ws.table(k) for k in discover_stage.COHORT}, truth)
     upstream["seed"] = seed
     _record_scan(bench, f"{label} perfect upstream", upstream, n_patients,
@@ -359,6 +343,40 @@ def bench_pipeline(bench: str, root: Path, n_patients: int, seed: int,
     shutil.rmtree(cohort, ignore_errors=True)
     shutil.rmtree(ws.root, ignore_errors=True)
     return score, upstream
+
+
+def discover_and_score(bench: str, label: str, ws: Workspace, truth: Mapping,
+                       n_patients: int, setup: str) -> dict:
+    """Run the discover stage on an embedded, indexed workspace and record its clusters,
+    tracking, scan and GNN against ``truth``; returns the scan's score."""
+    summary = discover_stage.run(ws, config={"write_graph": False}, force=True)
+    out = ws.path(discover_stage.OUT_DIR)
+    clusters = pd.read_parquet(out / "clusters.parquet")
+    tracks = pd.read_parquet(out / "tracks.parquet")
+    growth = pd.read_parquet(out / "patient_growth.parquet")
+    biomarkers = pd.read_parquet(out / "biomarkers.parquet")
+    metrics = json.loads((out / "metrics.json").read_text())
+    setup = (f"{n_patients} patients, {len(clusters)} lesions; {setup}; discover parts "
+             f"{summary['seconds']}; {_load()}")
+    _record_clusters(bench, label, clusters, truth, setup)
+    _record_tracking(bench, label, tracks, growth, truth, setup)
+    liver = liver_clusters(clusters, truth)
+    score = score_scan(biomarkers, truth, liver)
+    _record_scan(bench, label, score, n_patients, f"liver clusters {liver or 'none'}; {setup}")
+    _record_gnn(bench, f"{label} (synthetic cohort)", metrics["gnn"], setup)
+    return score
+
+
+def bench_deeplesion_pipeline(bench: str) -> dict:
+    """The discover stage on the DeepLesion-scale cohort embedded with the default preset
+    (the embed benchmark's workspace, reused while current; built here otherwise)."""
+    ws, source, summary = embedded_workspace(DEEPLESION_PATIENTS, {})
+    truth = json.loads((source / "truth.json").read_text())
+    training = summary.get("training", {})
+    return discover_and_score(bench, "DeepLesion-scale pipeline", ws, truth,
+                              DEEPLESION_PATIENTS,
+                              f"embed preset default ({training.get('epochs_run')} epochs, "
+                              f"{training.get('seconds', 0):.0f} s of training)")
 
 
 def _record_clusters(bench: str, label: str, clusters: pd.DataFrame, truth: Mapping,
@@ -424,47 +442,6 @@ def bench_gnn_neighbours(bench: str, n_patients: int) -> None:
 # --------------------------------------------------------------------------- scale
 
 
-def scale_workspace(n_patients: int, seed: int = 0) -> tuple[Workspace, Path]:
-    """Ingested, embedded (fast preset) and indexed workspace of the first ``n_patients`` of
-    the cached DeepLesion-scale cohort, made once and cached (keyed by size, seed, preset)."""
-    source = CACHE / f"cohort-{DEEPLESION_PATIENTS}-{seed}"
-    if not (source / "truth.json").exists() or n_patients > DEEPLESION_PATIENTS:
-        source = cached_cohort(n_patients, seed)
-    key = {"cohort": source.name, "patients": n_patients, "embed": FAST, "index": "default"}
-    root = CACHE / f"discover-ws-{n_patients}-{seed}-fast"
-    done = root / "bench_key.json"
-    ws = Workspace(root / "ws")
-    if done.exists() and json.loads(done.read_text()) == key:
-        return ws, source
-    from embed import index_stage
-    from embed import stage as embed_stage
-
-    shutil.rmtree(root, ignore_errors=True)
-    tables = _subset_cohort(source, root / "cohort", n_patients)
-    t0 = time.perf_counter()
-    ingest_deeplesion(tables / "DL_info.csv", source / "Images_png", ws.root,
-                      records=tables / "records.csv", outcomes=tables / "outcomes.csv",
-                      studies=tables / "studies.csv")
-    embed_stage.run(ws, config=dict(FAST))
-    index_stage.run(ws)
-    key["seconds_to_build"] = round(time.perf_counter() - t0, 1)
-    done.write_text(json.dumps(key))
-    key.pop("seconds_to_build")
-    return ws, source
-
-
-def _subset_cohort(source: Path, out: Path, n_patients: int) -> Path:
-    """The CSVs of ``source`` restricted to Patient_index <= n_patients (images shared)."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("DL_info.csv", "records.csv", "outcomes.csv", "studies.csv"):
-        with open(source / name, newline="") as fh, open(out / name, "w", newline="") as dst:
-            reader = csv.DictReader(fh)
-            writer = csv.DictWriter(dst, reader.fieldnames, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(r for r in reader if int(r["Patient_index"]) <= n_patients)
-    return out
-
-
 def _read_inputs(ws: Workspace) -> dict[str, pd.DataFrame]:
     data = {name: ws.table(name) for name in discover_stage.COHORT}
     for name, rel in {**discover_stage.EMBEDDINGS, **discover_stage.KNN}.items():
@@ -473,7 +450,7 @@ def _read_inputs(ws: Workspace) -> dict[str, pd.DataFrame]:
 
 
 def bench_scale(bench: str, n_patients: int, repeats: int) -> None:
-    ws, source = scale_workspace(n_patients)
+    ws, source, _ = embedded_workspace(n_patients, FAST)
     truth = json.loads((source / "truth.json").read_text())
     data = _read_inputs(ws)
     n_lesions = len(data["lesions"])
