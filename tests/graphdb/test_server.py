@@ -79,6 +79,29 @@ def test_return_1(driver):
     assert driver.get_server_info().agent.startswith("Neo4j/5.26")
 
 
+def test_relationships_are_grouped_by_type_from_ten(driver):
+    # cohort queries read a patient's few HAS_STUDY edges without walking its ~20
+    # SIMILAR_TO edges only on nodes whose relationships are grouped (NEO4J_DENSE_THRESHOLD)
+    records, _, _ = driver.execute_query(
+        "SHOW SETTINGS YIELD name, value WHERE name = 'db.relationship_grouping_threshold' "
+        "RETURN value")
+    assert [r["value"] for r in records] == ["10"]
+
+
+def test_bad_server_settings_are_clear_errors(tmp_path, monkeypatch):
+    for name, value, message in (("NEO4J_DENSE_THRESHOLD", "0", "whole number >= 1"),
+                                 ("NEO4J_DENSE_THRESHOLD", "ten", "whole number >= 1"),
+                                 ("NEO4J_HEAP", "lots", "512m or 2g"),
+                                 ("NEO4J_PAGECACHE_MB", "1.5", "number of MiB")):
+        with monkeypatch.context() as mp:
+            mp.setenv(name, value)
+            with pytest.raises(server.ServerError, match=f"{name} must.*{message}"):
+                server._java_command("java", tmp_path, tmp_path / "data", 7687, False)
+    monkeypatch.setenv("NEO4J_DENSE_THRESHOLD", "25")
+    command = server._java_command("java", tmp_path, tmp_path / "data", 7687, False)
+    assert "-Dpatientgraph.dense=25" in command
+
+
 def test_create_and_read_node(driver):
     driver.execute_query(
         "MERGE (p:Patient {patient_id: $id}) SET p.age = $age, p.sex = 'F'",
