@@ -29,6 +29,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -120,16 +121,9 @@ def _neo4j(root: Path, dense_threshold: int | None = None):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     home = root / ("neo4j" if dense_threshold is None else f"neo4j-dense-{dense_threshold}")
-    saved = os.environ.get("NEO4J_DENSE_THRESHOLD")
-    if dense_threshold is not None:
-        os.environ["NEO4J_DENSE_THRESHOLD"] = str(dense_threshold)
-    try:
+    setting = {} if dense_threshold is None else {"NEO4J_DENSE_THRESHOLD": str(dense_threshold)}
+    with mock.patch.dict(os.environ, setting):  # read by the server at start only
         info = server.start(port=port, home=home, wait_s=300)
-    finally:
-        if saved is None:
-            os.environ.pop("NEO4J_DENSE_THRESHOLD", None)
-        else:
-            os.environ["NEO4J_DENSE_THRESHOLD"] = saved
     try:
         yield info.uri
     finally:
