@@ -32,9 +32,15 @@ class ViewConfig:
 
 
 def random_view(
-    hu: torch.Tensor, generator: torch.Generator, config: ViewConfig = ViewConfig()
+    hu: torch.Tensor,
+    generator: torch.Generator,
+    config: ViewConfig = ViewConfig(),
+    n_slices: int | None = None,
 ) -> torch.Tensor:
     """A random view of every crop of ``hu`` ``(B, S, H, W)`` (float32 HU).
+
+    The slice order is reversed over the first ``n_slices`` views only (default: all), so
+    that a crop's context view (:class:`~embed.config.CropConfig`) stays last.
 
     Random numbers are drawn on the generator's device: keep it on ``hu``'s device (a CUDA
     generator for CUDA training) so that no noise crosses the bus.
@@ -61,7 +67,9 @@ def random_view(
     grid = F.affine_grid(theta, list(hu.shape), align_corners=False)
     out = F.grid_sample(hu, grid, mode="bilinear", padding_mode="border", align_corners=False)
     flip = draw(b) < config.slice_flip_p
-    out = torch.where(flip.view(b, 1, 1, 1), out.flip(1), out)
+    s = out.shape[1] if n_slices is None else n_slices
+    flipped = torch.cat([out[:, :s].flip(1), out[:, s:]], dim=1)
+    out = torch.where(flip.view(b, 1, 1, 1), flipped, out)
     gain = (1 + uniform(config.hu_gain)).view(b, 1, 1, 1)
     offset = uniform(config.hu_offset).view(b, 1, 1, 1)
     return out * gain + offset + draw(*out.shape, normal=True) * config.noise_hu

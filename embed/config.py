@@ -26,7 +26,10 @@ class CropConfig:
 
     ``size_mm`` square, resampled to ``out_px`` pixels, on ``n_slices`` slices spaced
     ``slice_step_mm`` apart (the key slice in the middle), each shown under every CT window
-    in ``windows``: ``n_slices * len(windows)`` input channels.
+    in ``windows``. With ``context_mm`` a wider view of the key slice (``context_mm``
+    square, also ``out_px`` pixels) follows the slices, so that the network sees the organ
+    and the body level around the lesion: ``depth`` views, ``depth * len(windows)`` input
+    channels.
     """
 
     size_mm: float = 96.0
@@ -34,10 +37,16 @@ class CropConfig:
     n_slices: int = 3
     slice_step_mm: float = 2.0
     windows: tuple[str, ...] = ("lung", "soft_tissue", "bone")
+    context_mm: float | None = None
+
+    @property
+    def depth(self) -> int:
+        """Views per crop: the slices, then the context view if there is one."""
+        return self.n_slices + (1 if self.context_mm else 0)
 
     @property
     def channels(self) -> int:
-        return self.n_slices * len(self.windows)
+        return self.depth * len(self.windows)
 
 
 @dataclass(frozen=True)
@@ -165,12 +174,24 @@ class EmbedConfig:
                 None, f"embed option on_image_error is {out.on_image_error!r}."
                 f"{did_you_mean(str(out.on_image_error), ON_IMAGE_ERROR)}",
                 "use skip (embed what can be read, list the failures) or raise")
+        _check_crop(out.crop)
         if out.train.keep not in KEEP:
             raise InputError(
                 None, f"embed option train.keep is {out.train.keep!r}."
                 f"{did_you_mean(str(out.train.keep), KEEP)}",
                 "use best (the epoch that scored best on the validation patients) or last")
         return out
+
+
+def _check_crop(crop: CropConfig) -> None:
+    for name in ("size_mm", "out_px", "n_slices", "slice_step_mm", "context_mm"):
+        value = getattr(crop, name)
+        if name == "context_mm" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            fix = "give a positive number" + (" of mm, or null for no context view"
+                                              if name == "context_mm" else "")
+            raise InputError(None, f"embed option crop.{name} is {value!r}", fix)
 
 
 def _weights_tuple(weights: Any) -> tuple[tuple[str, float], ...]:
@@ -211,8 +232,12 @@ def _plain(value: Any) -> Any:
 
 
 def crop_from_dict(values: Mapping[str, Any]) -> CropConfig:
-    """Rebuild a :class:`CropConfig` from :meth:`EmbedConfig.to_dict` output."""
-    return _replace(CropConfig(), values, "crop")
+    """Rebuild a :class:`CropConfig` from :meth:`EmbedConfig.to_dict` output.
+
+    Options added after a checkpoint was written take the value that reproduces it (no
+    context view), not today's default.
+    """
+    return _replace(CropConfig(), {"context_mm": None, **values}, "crop")
 
 
 def encoder_from_dict(values: Mapping[str, Any]) -> EncoderConfig:

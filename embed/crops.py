@@ -1,7 +1,8 @@
 """Lesion crops for the encoder: Hounsfield-unit patches read from the images in parallel.
 
-A crop is ``(n_slices, out_px, out_px)`` HU at a fixed physical size around the lesion
-centre (:func:`patientgraph.imaging.lesion_crop`). Crops stay in HU until the network's
+A crop is ``(depth, out_px, out_px)`` HU at a fixed physical size around the lesion
+centre (:func:`patientgraph.imaging.lesion_crop`): the neighbouring slices, then (with
+``context_mm``) a wider view of the key slice. Crops stay in HU until the network's
 first layer (:class:`CTWindows`) maps them to CT-window channels, so augmentations can act
 on HU and a checkpoint carries its own windows. A lesion whose image cannot be read is
 reported, not fatal (unless asked): :class:`CropSet` keeps the reason per lesion.
@@ -42,7 +43,7 @@ def lesion_locations(lesions: pd.DataFrame) -> np.ndarray:
 class LesionCrops(Dataset):
     """HU crops of the rows of a lesion table, read on demand.
 
-    Item ``i`` is ``(i, crop, problem)``: a float32 tensor ``(n_slices, out_px, out_px)`` and
+    Item ``i`` is ``(i, crop, problem)``: a float32 tensor ``(depth, out_px, out_px)`` and
     an empty string, or an air-filled crop and the reason the image could not be read.
     """
 
@@ -59,8 +60,12 @@ class LesionCrops(Dataset):
         try:
             hu = lesion_crop(self.rows[i], self.image_root, size_mm=c.size_mm, out_px=c.out_px,
                              n_slices=c.n_slices, slice_step_mm=c.slice_step_mm, pad_hu=PAD_HU)
+            if c.context_mm:
+                wide = lesion_crop(self.rows[i], self.image_root, size_mm=c.context_mm,
+                                   out_px=c.out_px, n_slices=1, pad_hu=PAD_HU)
+                hu = np.concatenate([hu, wide])
         except InputError as exc:
-            hu = np.full((c.n_slices, c.out_px, c.out_px), PAD_HU, np.float32)
+            hu = np.full((c.depth, c.out_px, c.out_px), PAD_HU, np.float32)
             return i, torch.from_numpy(hu), exc.message
         return i, torch.from_numpy(hu), ""
 
@@ -140,7 +145,7 @@ def read_crops(
 ) -> CropSet:
     """Read every lesion's crop (float16 HU, in table order) with ``workers`` processes."""
     n = len(lesions)
-    hu = np.empty((n, crop.n_slices, crop.out_px, crop.out_px), np.float16)
+    hu = np.empty((n, crop.depth, crop.out_px, crop.out_px), np.float16)
     problems: dict[int, str] = {}
     done = 0
     for positions, batch, batch_problems in crop_loader(lesions, image_root, crop,

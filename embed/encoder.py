@@ -58,17 +58,16 @@ class ContextSignature(nn.Module):
     """
 
     RINGS_MM = (0.0, 4.0, 8.0, 12.0, 18.0, 26.0, 36.0)
-    """Inner ring radii (mm); the last ring reaches the crop's corners."""
+    """Inner ring radii (mm) at ``ring_scale`` 1; the last ring reaches the crop's corners."""
     THRESHOLDS_HU = (-600.0, -200.0, -30.0, 30.0, 80.0, 200.0, 500.0)
 
-    def __init__(self, crop: CropConfig):
+    def __init__(self, size_mm: float, out_px: int, ring_scale: float = 1.0):
         super().__init__()
-        px = crop.size_mm / crop.out_px
-        centre = (crop.out_px - 1) / 2
-        yy, xx = torch.meshgrid(torch.arange(crop.out_px), torch.arange(crop.out_px),
-                                indexing="ij")
+        px = size_mm / out_px
+        centre = (out_px - 1) / 2
+        yy, xx = torch.meshgrid(torch.arange(out_px), torch.arange(out_px), indexing="ij")
         radius = torch.hypot(yy - centre, xx - centre).flatten() * px
-        edges = torch.tensor([*self.RINGS_MM, float("inf")])
+        edges = torch.tensor([*self.RINGS_MM, float("inf")]) * ring_scale
         rings = (radius[None] >= edges[:-1, None]) & (radius[None] < edges[1:, None])
         rings = rings[rings.any(dim=1)].float()
         self.register_buffer("rings", rings / rings.sum(dim=1, keepdim=True), persistent=False)
@@ -84,7 +83,7 @@ class ContextSignature(nn.Module):
 
 
 class LesionEncoder(nn.Module):
-    """HU crops ``(B, n_slices, px, px)`` (and normalised locations ``(B, 3)``, when the
+    """HU crops ``(B, depth, px, px)`` (and normalised locations ``(B, 3)``, when the
     config says so) to unit vectors ``(B, embedding_dim)``."""
 
     def __init__(self, encoder: EncoderConfig, crop: CropConfig):
@@ -101,8 +100,13 @@ class LesionEncoder(nn.Module):
             conv1_t_stride=encoder.stem_stride, no_max_pool=True, feed_forward=False,
         )
         self.location = LocationFeatures() if encoder.location_input else None
-        self.context = ContextSignature(crop) if encoder.context_signature else None
-        extra = sum(m.width for m in (self.location, self.context) if m is not None)
+        signature = encoder.context_signature
+        self.context = ContextSignature(crop.size_mm, crop.out_px) if signature else None
+        self.wide_context = (
+            ContextSignature(crop.context_mm, crop.out_px, crop.context_mm / crop.size_mm)
+            if signature and crop.context_mm else None)
+        extra = sum(m.width for m in (self.location, self.context, self.wide_context)
+                    if m is not None)
         self.projection = nn.Sequential(
             nn.Linear(encoder.widths[-1] + extra, encoder.projection_dim),
             nn.ReLU(inplace=True),
@@ -116,8 +120,12 @@ class LesionEncoder(nn.Module):
     def forward(self, hu: torch.Tensor, location: torch.Tensor | None = None) -> torch.Tensor:
         """``location`` (NaN where unknown) is used only with ``location_input``."""
         features = self.backbone(self.windows(hu))
+        slices = self.crop_config.n_slices
         if self.context is not None:
-            features = torch.cat([features, self.context(hu).to(features.dtype)], 1)
+            features = torch.cat([features, self.context(hu[:, :slices]).to(features.dtype)], 1)
+        if self.wide_context is not None:
+            wide = self.wide_context(hu[:, slices:]).to(features.dtype)
+            features = torch.cat([features, wide], 1)
         if self.location is not None:
             if location is None:
                 location = torch.full((len(hu), 3), float("nan"), device=hu.device)

@@ -314,7 +314,9 @@ def _step_loss(model: LesionEncoder, heads: TrainingHeads, data: _Data, batch: n
                generator: torch.Generator, device: torch.device,
                tc: TrainConfig) -> torch.Tensor:
     crops = torch.from_numpy(data.hu[batch].astype(np.float32)).to(device, non_blocking=True)
-    views = torch.cat([random_view(crops, generator), random_view(crops, generator)])
+    slices = model.crop_config.n_slices
+    views = torch.cat([random_view(crops, generator, n_slices=slices),
+                       random_view(crops, generator, n_slices=slices)])
     lesion = torch.from_numpy(np.tile(batch, 2))
     weights = positive_weights(
         lesion, torch.from_numpy(np.tile(data.track[batch], 2)),

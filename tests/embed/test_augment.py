@@ -35,3 +35,13 @@ def test_default_view_keeps_the_lesion_in_place():
     inside = view[:, :, 13:19, 14:18].mean()
     outside = view[:, :, :4, :4].mean()
     assert inside > 0 > outside
+
+
+def test_slice_flip_leaves_the_context_view_last():
+    flip_only = ViewConfig(max_rotation_deg=0, max_scale=0, max_shift=0, flip_p=0,
+                           slice_flip_p=1.0, hu_offset=0, hu_gain=0, noise_hu=0)
+    hu = torch.arange(4.0).view(1, 4, 1, 1).expand(2, 4, 8, 8).contiguous()
+    view = random_view(hu, torch.Generator().manual_seed(0), flip_only, n_slices=3)
+    assert view[:, :, 4, 4].tolist() == [[2.0, 1.0, 0.0, 3.0]] * 2
+    every = random_view(hu, torch.Generator().manual_seed(0), flip_only)
+    assert every[:, :, 4, 4].tolist() == [[3.0, 2.0, 1.0, 0.0]] * 2

@@ -24,6 +24,8 @@ def test_nested_overrides_and_round_trip():
     d = cfg.to_dict()
     assert d["weights"] == {"imaging": 1.0, "records": 0.0}
     assert crop_from_dict(d["crop"]) == cfg.crop
+    older = {k: v for k, v in d["crop"].items() if k != "context_mm"}
+    assert crop_from_dict(older).context_mm is None
 
 
 @pytest.mark.parametrize("config, message", [
@@ -31,6 +33,8 @@ def test_nested_overrides_and_round_trip():
     ({"train": {"max_epoch": 3}}, "embed.train.max_epoch. Did you mean 'max_epochs'"),
     ({"preset": "fsat"}, "Did you mean 'fast'"),
     ({"train": 3}, "must be a mapping"),
+    ({"crop": {"context_mm": -96}}, "crop.context_mm is -96"),
+    ({"crop": {"size_mm": "wide"}}, "crop.size_mm is 'wide'"),
     ({"weights": [1, 2]}, "not a mapping"),
     ({"on_image_error": "skp"}, "Did you mean 'skip'"),
     ({"train": {"keep": "lats"}}, "train.keep is 'lats'. Did you mean 'last'"),

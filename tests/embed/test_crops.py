@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,6 +36,21 @@ def test_read_crops_in_table_order(ingested):
     assert not crops.problems and crops.ok.all()
     expected = lesion_crop(lesions.iloc[5], ingested.image_root(), size_mm=64.0, out_px=32)
     assert crops.hu[5].astype(np.float32) == pytest.approx(expected, abs=1.0)
+
+
+def test_context_view_is_a_wider_view_of_the_key_slice(ingested):
+    lesions = ingested.table("lesions").head(4)
+    same = dataclasses.replace(FAST.crop, context_mm=FAST.crop.size_mm)
+    crops = read_crops(lesions, ingested.image_root(), same, workers=0)
+    assert crops.hu.shape == (4, 4, 32, 32)
+    # a context view as wide as the crop is its key (middle) slice
+    assert crops.hu[:, 3] == pytest.approx(crops.hu[:, 1], abs=1.0)
+    wide = read_crops(lesions, ingested.image_root(),
+                      dataclasses.replace(FAST.crop, context_mm=4 * FAST.crop.size_mm), workers=0)
+    assert wide.hu[:, :3] == pytest.approx(crops.hu[:, :3])
+    expected = lesion_crop(lesions.iloc[0], ingested.image_root(), size_mm=256.0, out_px=32,
+                           n_slices=1)
+    assert wide.hu[0, 3].astype(np.float32) == pytest.approx(expected[0], abs=1.0)
 
 
 def test_unreadable_image_is_reported_not_fatal(ingested, tmp_path):

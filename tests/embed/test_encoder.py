@@ -73,3 +73,21 @@ def test_files_that_are_not_checkpoints(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(InputError, match="not a PatientGraph lesion-encoder checkpoint"):
         load_encoder(tmp_path / "other.pt")
+
+
+def test_context_view_feeds_the_network_and_round_trips(tmp_path):
+    crop = dataclasses.replace(FAST.crop, context_mm=160.0)
+    torch.manual_seed(0)
+    encoder = LesionEncoder(FAST.encoder, crop).eval()
+    hu = torch.randn(3, crop.depth, crop.out_px, crop.out_px) * 300
+    changed = hu.clone()
+    changed[:, -1] += 400.0  # only the wide view differs
+    with torch.no_grad():
+        z, z_changed = encoder(hu), encoder(changed)
+    assert crop.depth == 4 and z.shape == (3, 128)
+    assert not torch.allclose(z, z_changed)
+    path = save_encoder(encoder, tmp_path / "lesion_encoder.pt")
+    with torch.no_grad():
+        assert torch.equal(load_encoder(path, expect_crop=crop)(hu), z)
+    with pytest.raises(InputError, match=r"crop\.context_mm is 160\.0, not None"):
+        load_encoder(path, expect_crop=FAST.crop)
