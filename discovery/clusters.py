@@ -2,9 +2,10 @@
 
 As in Yan et al. (CVPR 2018), unsupervised clusters of archive lesions should match the
 radiologists' coarse lesion types. :class:`LesionClusters` reduces the L2-normalised
-embeddings with UMAP (cosine metric; the index stage's kNN graph is reused when it has
-enough neighbours) and clusters the reduction with HDBSCAN (``-1`` = noise); a second,
-2-D UMAP is the explorer's map. New lesions are assigned without refitting.
+embeddings with UMAP (cosine metric, on the index stage's kNN graph when it has enough
+neighbours, else on an exact one computed here) and clusters the reduction with HDBSCAN
+(``-1`` = noise); a second, 2-D UMAP is the explorer's map. New lesions are assigned
+without refitting.
 """
 
 from __future__ import annotations
@@ -160,6 +161,8 @@ class LesionClusters:
         n_neighbors = min(self.n_neighbors, n - 1)
         precomputed = _umap_knn(knn, n, n_neighbors)
         self.knn_reused_ = precomputed is not None
+        if precomputed is None:
+            precomputed = _umap_knn(_flat_knn(x, n_neighbors - 1), n, n_neighbors)
         self.umap_ = self._umap(self.n_components, self.min_dist, n_neighbors, precomputed,
                                 self.n_epochs)
         self.embedding_ = self._fit_umap(self.umap_, x)
@@ -446,6 +449,15 @@ def _umap_knn(knn, n: int, n_neighbors: int):
     indices = np.hstack([own, pos[:, :k]]).astype(np.int64)
     dists = np.hstack([np.zeros((n, 1)), np.clip(1.0 - scores[:, :k], 0.0, 2.0)])
     return indices, dists.astype(np.float32)
+
+
+def _flat_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The exact kNN graph of unit rows ``x`` from a flat FAISS index, as ``(positions,
+    scores)``: faster and exact where umap-learn's own search is approximate."""
+    from embed.index import VectorIndex
+
+    index = VectorIndex.build([str(i) for i in range(len(x))], x, factory="Flat")
+    return index.knn_positions(k)
 
 
 def _exact_knn(base: np.ndarray, queries: np.ndarray, k: int,
