@@ -64,7 +64,7 @@ def blobs():
 @pytest.fixture(scope="module")
 def fitted(blobs):
     x, _ = blobs
-    return LesionClusters(min_cluster_size=15).fit(x, _exact_knn(x, 12))
+    return LesionClusters(min_cluster_size=15).fit(x, _exact_knn(x, 32))
 
 
 def _majority(labels: np.ndarray, group: np.ndarray) -> dict[int, int]:
@@ -87,7 +87,7 @@ def test_fit_finds_the_groups(blobs, fitted):
 
 def test_fit_is_deterministic_and_computes_its_own_knn(blobs, fitted):
     x, group = blobs
-    again = LesionClusters(min_cluster_size=15).fit(x, _exact_knn(x, 12))
+    again = LesionClusters(min_cluster_size=15).fit(x, _exact_knn(x, 32))
     np.testing.assert_array_equal(again.labels_, fitted.labels_)
     np.testing.assert_array_equal(again.embedding_, fitted.embedding_)
     own = LesionClusters(min_cluster_size=15, compute_map=False).fit(x, _exact_knn(x, 5))
@@ -233,10 +233,11 @@ def test_cluster_lesions_frames(blobs):
     x, group = blobs
     lesions = _lesions(group).sample(frac=1.0, random_state=1).reset_index(drop=True)
     embeddings = pd.DataFrame({"lesion_id": _lesions(group)["lesion_id"], "embedding": list(x)})
-    pos, scores = _exact_knn(x, 10)
+    k = 29  # n_neighbors - 1: just enough to be reused
+    pos, scores = _exact_knn(x, k)
     ids = embeddings["lesion_id"].to_numpy()
-    knn = pd.DataFrame({"src": np.repeat(ids, 10), "dst": ids[pos.ravel()],
-                        "score": scores.ravel(), "rank": np.tile(np.arange(1, 11), len(ids))})
+    knn = pd.DataFrame({"src": np.repeat(ids, k), "dst": ids[pos.ravel()],
+                        "score": scores.ravel(), "rank": np.tile(np.arange(1, k + 1), len(ids))})
     clusters, summary, model = cluster_lesions(embeddings, lesions, knn,
                                                {"min_cluster_size": 15})
     assert list(clusters.columns[:5]) == CLUSTER_COLUMNS
