@@ -31,7 +31,7 @@ DEEPLESION_LESIONS = 32_735
 def _crops(n: int, config: EmbedConfig, seed: int = 0) -> torch.Tensor:
     c = config.crop
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, c.n_slices, c.out_px, c.out_px, generator=g) * 1400 - 1000
+    return torch.rand(n, c.depth, c.out_px, c.out_px, generator=g) * 1400 - 1000
 
 
 def _synchronize(device: torch.device) -> None:
@@ -54,7 +54,9 @@ def train_throughput(device: torch.device, steps: int, batch_size: int = 256,
     generator = torch.Generator(device=device).manual_seed(0)
 
     def step() -> None:
-        views = torch.cat([random_view(crops, generator), random_view(crops, generator)])
+        slices = config.crop.n_slices
+        views = torch.cat([random_view(crops, generator, n_slices=slices),
+                           random_view(crops, generator, n_slices=slices)])
         with autocast(device):
             z = model(views, location)
         loss = soft_contrastive_loss(z.float(), weights, 0.1)
