@@ -11,7 +11,7 @@ from patientgraph.errors import InputError
 def test_defaults_and_presets():
     assert EmbedConfig.from_dict({}) == EmbedConfig()
     assert EmbedConfig.from_dict({"preset": "fast"}) == FAST
-    assert EmbedConfig().crop.channels == 9
+    assert EmbedConfig().crop.channels == 12  # 3 slices and the context view, 3 windows each
     assert EmbedConfig().encoder.embedding_dim == 128
 
 

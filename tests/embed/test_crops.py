@@ -32,10 +32,10 @@ def test_unknown_window_suggests_a_name():
 def test_read_crops_in_table_order(ingested):
     lesions = ingested.table("lesions")
     crops = read_crops(lesions, ingested.image_root(), FAST.crop, workers=2)
-    assert crops.hu.shape == (len(lesions), 3, 32, 32) and crops.hu.dtype == np.float16
+    assert crops.hu.shape == (len(lesions), 4, 32, 32) and crops.hu.dtype == np.float16
     assert not crops.problems and crops.ok.all()
     expected = lesion_crop(lesions.iloc[5], ingested.image_root(), size_mm=64.0, out_px=32)
-    assert crops.hu[5].astype(np.float32) == pytest.approx(expected, abs=1.0)
+    assert crops.hu[5, :3].astype(np.float32) == pytest.approx(expected, abs=1.0)
 
 
 def test_context_view_is_a_wider_view_of_the_key_slice(ingested):
