@@ -26,6 +26,8 @@ import struct
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -1309,12 +1311,19 @@ def generate(
         with contextlib.ExitStack() as stack:
             mapper = map
             if workers > 1:
-                pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
-                mapper = partial(pool.imap, chunksize=2)
-            for patient in mapper(build, pids):
-                patients.append(patient)
-                if progress:
-                    progress(len(patients), n_patients)
+                pool = stack.enter_context(ProcessPoolExecutor(
+                    workers, mp_context=multiprocessing.get_context("spawn")))
+                mapper = partial(pool.map, chunksize=2)
+            try:
+                for patient in mapper(build, pids):
+                    patients.append(patient)
+                    if progress:
+                        progress(len(patients), n_patients)
+            except BrokenProcessPool:
+                raise RuntimeError(
+                    "the worker processes that render patients stopped before they could "
+                    "start; in a script, call generate() under `if __name__ == \"__main__\":` "
+                    "(worker processes import the script), or pass workers=1") from None
         summary = _write_tables(tmp, patients, seed)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     return summary

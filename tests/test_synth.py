@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -291,3 +293,14 @@ def test_outcomes_follow_the_planted_linear_predictor(cohort, truth):
     earlier = (time[:, None] < time[None, :]) & (event[:, None] == 1)
     concordant = (eta[:, None] > eta[None, :]) & earlier
     assert concordant.sum() / earlier.sum() > 0.62
+
+
+def test_a_script_without_a_main_guard_gets_a_clear_error_not_a_hang(tmp_path):
+    script = tmp_path / "make_cohort.py"
+    script.write_text("from patientgraph.synth import generate\n"
+                      "generate('cohort', n_patients=4, images=False, workers=2)\n")
+    done = subprocess.run([sys.executable, script.name], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0
+    assert 'call generate() under `if __name__ == "__main__":`' in done.stderr
+    assert not (tmp_path / "cohort").exists()
