@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from embed.augment import random_view
+from embed.augment import paired_views
 from embed.config import EmbedConfig
 from embed.encoder import LesionEncoder
 from embed.index import torch_knn
@@ -54,9 +54,7 @@ def train_throughput(device: torch.device, steps: int, batch_size: int = 256,
     generator = torch.Generator(device=device).manual_seed(0)
 
     def step() -> None:
-        slices = config.crop.n_slices
-        views = torch.cat([random_view(crops, generator, n_slices=slices),
-                           random_view(crops, generator, n_slices=slices)])
+        views = paired_views(crops, generator, n_slices=config.crop.n_slices)
         with autocast(device):
             z = model(views, location)
         loss = soft_contrastive_loss(z.float(), weights, 0.1)

@@ -73,3 +73,12 @@ def random_view(
     gain = (1 + uniform(config.hu_gain)).view(b, 1, 1, 1)
     offset = uniform(config.hu_offset).view(b, 1, 1, 1)
     return out * gain + offset + draw(*out.shape, normal=True) * config.noise_hu
+
+
+def paired_views(
+    hu: torch.Tensor, generator: torch.Generator, n_slices: int | None = None
+) -> torch.Tensor:
+    """Two random views of every crop (:func:`random_view`), stacked ``(2B, S, H, W)``: all
+    first views, then all second views (row ``i`` and ``B + i`` are one lesion)."""
+    return torch.cat([random_view(hu, generator, n_slices=n_slices),
+                      random_view(hu, generator, n_slices=n_slices)])

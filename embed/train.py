@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embed.augment import random_view
+from embed.augment import paired_views
 from embed.config import EmbedConfig, TrainConfig
 from embed.crops import lesion_locations
 from embed.encoder import LesionEncoder
@@ -314,9 +314,7 @@ def _step_loss(model: LesionEncoder, heads: TrainingHeads, data: _Data, batch: n
                generator: torch.Generator, device: torch.device,
                tc: TrainConfig) -> torch.Tensor:
     crops = torch.from_numpy(data.hu[batch].astype(np.float32)).to(device, non_blocking=True)
-    slices = model.crop_config.n_slices
-    views = torch.cat([random_view(crops, generator, n_slices=slices),
-                       random_view(crops, generator, n_slices=slices)])
+    views = paired_views(crops, generator, n_slices=model.crop_config.n_slices)
     lesion = torch.from_numpy(np.tile(batch, 2))
     weights = positive_weights(
         lesion, torch.from_numpy(np.tile(data.track[batch], 2)),
