@@ -89,7 +89,9 @@ class TrainConfig:
     ``patient_group``). After epoch ``pseudo_label_epoch`` (None: never) untyped training
     lesions whose type the proxies, pooled over the patient's lesions with weight
     ``pseudo_label_patient_mix``, give with probability >= ``pseudo_label_threshold`` are
-    trained on as that type. ``labelled_share`` of each batch are typed lesions; ``steps_per_epoch``
+    trained on as that type. With ``rounds`` above 1 training starts again from a fresh
+    network, the untyped lesions typed by the last round's pseudo-labels (self-training).
+    ``labelled_share`` of each batch are typed lesions; ``steps_per_epoch``
     None means one pass over the training lesions; ``same_lesion_max_distance`` bounds the
     normalised-location distance of a mined pair; ``device`` is auto, cpu or cuda.
     """
@@ -116,6 +118,7 @@ class TrainConfig:
     keep: str = "last"
     pseudo_label_epoch: int | None = 6
     pseudo_label_threshold: float = 0.7
+    rounds: int = 1
     pseudo_label_patient_mix: float = 1.0
 
 
@@ -176,6 +179,10 @@ class EmbedConfig:
                 f"{did_you_mean(str(out.on_image_error), ON_IMAGE_ERROR)}",
                 "use skip (embed what can be read, list the failures) or raise")
         _check_crop(out.crop)
+        rounds = out.train.rounds
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise InputError(None, f"embed option train.rounds is {rounds!r}",
+                             "give a whole number of training rounds, 1 or more")
         if out.train.keep not in KEEP:
             raise InputError(
                 None, f"embed option train.keep is {out.train.keep!r}."

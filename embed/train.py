@@ -174,6 +174,32 @@ def train_lesion_encoder(
     data = _prepare_data(hu, lesions, studies, config)
     train = np.flatnonzero(data.role == TRAIN)
     device = resolve_device(tc.device)
+    validate = _validator(data, config, device)
+    given = data.types.copy()
+    result, heads = _train_round(data, given, config, validate, device, progress, 1)
+    history = list(result.history)
+    for round_ in range(2, tc.rounds + 1):
+        labels = pseudo_labels(result.encoder, heads, data, train, given, tc, device)
+        result, heads = _train_round(data, labels, config, validate, device, progress, round_)
+        history += result.history
+    result.history = history
+    roles = pd.Series(data.role).groupby(data.patient).first().value_counts()
+    result.patients = {r: int(roles.get(r, 0)) for r in (TRAIN, VALIDATION, HOLDOUT)}
+    result.labelled_lesions = int((given[train] >= 0).sum())
+    result.pseudo_labelled = int((data.types[train] != given[train]).sum())
+    result.mined_pairs = len(data.pairs)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _train_round(data: _Data, labels: np.ndarray, config: EmbedConfig, validate: _Validator,
+                 device: torch.device, progress: Progress | None,
+                 round_: int) -> tuple[TrainingResult, TrainingHeads]:
+    """One training run from a fresh network, with ``labels`` as the lesions' types (the
+    given ones in round 1, the previous round's pseudo-labels after that)."""
+    tc = config.train
+    train = np.flatnonzero(data.role == TRAIN)
+    data.types = labels
     torch.manual_seed(tc.seed)
     model = LesionEncoder(config.encoder, config.crop).to(
         device, memory_format=torch.channels_last)
@@ -187,12 +213,11 @@ def train_lesion_encoder(
                            np.random.default_rng(tc.seed), patient=data.patient,
                            patient_group=tc.patient_group if tc.same_patient_weight > 0 else 0)
     generator = torch.Generator(device=device).manual_seed(tc.seed)
-    validate = _validator(data, config, device)
 
     result = TrainingResult(model, validate.metric, -math.inf, 0)
-    given_types = data.types
     best_state = copy.deepcopy(model.state_dict())
-    total = steps * tc.max_epochs
+    total = steps * tc.max_epochs * tc.rounds
+    done = steps * tc.max_epochs * (round_ - 1)
     for epoch in range(1, tc.max_epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -207,17 +232,17 @@ def train_lesion_encoder(
             schedule.step()
             losses.append(float(loss.detach()))
             if progress:
-                progress((epoch - 1) * steps + step + 1, total)
+                progress(done + (epoch - 1) * steps + step + 1, total)
         if epoch == tc.pseudo_label_epoch:
-            data.types = pseudo_labels(model, heads, data, train, given_types, tc, device)
-            result.pseudo_labelled = int((data.types[train] != given_types[train]).sum())
+            data.types = pseudo_labels(model, heads, data, train, labels, tc, device)
             sampler = BatchSampler(train, data.types, data.track, tc.batch_size,
                                    tc.labelled_share, np.random.default_rng(tc.seed + 1),
                                    patient=data.patient, patient_group=sampler.patient_group)
         score = validate(model)
-        result.history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4),
-                               validate.metric: round(score, 4),
-                               "seconds": round(time.perf_counter() - t0, 1)})
+        entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 4),
+                 validate.metric: round(score, 4),
+                 "seconds": round(time.perf_counter() - t0, 1)}
+        result.history.append({"round": round_, **entry} if tc.rounds > 1 else entry)
         if _improves(score, result.best_score):
             result.best_score, result.best_epoch = score, epoch
             best_state = copy.deepcopy(model.state_dict())
@@ -225,15 +250,10 @@ def train_lesion_encoder(
             break
     if tc.keep == "last":
         best_state = model.state_dict()
-    if progress:
+    if progress and round_ == tc.rounds:
         progress(total, total)
     model.load_state_dict(best_state)
-    roles = pd.Series(data.role).groupby(data.patient).first().value_counts()
-    result.patients = {r: int(roles.get(r, 0)) for r in (TRAIN, VALIDATION, HOLDOUT)}
-    result.labelled_lesions = int((given_types[train] >= 0).sum())
-    result.mined_pairs = len(data.pairs)
-    result.seconds = time.perf_counter() - started
-    return result
+    return result, heads
 
 
 def pseudo_labels(model: LesionEncoder, heads: TrainingHeads, data: _Data, train: np.ndarray,

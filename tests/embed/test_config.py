@@ -38,6 +38,8 @@ def test_nested_overrides_and_round_trip():
     ({"weights": [1, 2]}, "not a mapping"),
     ({"on_image_error": "skp"}, "Did you mean 'skip'"),
     ({"train": {"keep": "lats"}}, "train.keep is 'lats'. Did you mean 'last'"),
+    ({"train": {"rounds": 0}}, "train.rounds is 0"),
+    ({"train": {"rounds": "two"}}, "train.rounds is 'two'"),
 ])
 def test_bad_options_are_input_errors(config, message):
     with pytest.raises(InputError, match=message):

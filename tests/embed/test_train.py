@@ -95,6 +95,26 @@ def test_training_with_pseudo_labels_and_patient_positives(ingested, crops):
     assert np.isfinite([h["loss"] for h in summary["history"]]).all()
 
 
+def test_second_round_trains_afresh_on_the_first_rounds_pseudo_labels(ingested, crops):
+    lesions, studies = ingested.table("lesions"), ingested.table("studies")
+    options = {"pseudo_label_epoch": None, "pseudo_label_threshold": 0.0, "keep": "last"}
+    one = EmbedConfig.from_dict({"preset": "fast", "train": options})
+    two = EmbedConfig.from_dict({"preset": "fast", "train": {**options, "rounds": 2}})
+    first = train_lesion_encoder(crops, lesions, studies, one).summary()
+    both = train_lesion_encoder(crops, lesions, studies, two)
+    summary = both.summary()
+    assert first["pseudo_labelled"] == 0  # no pseudo-labels within a round
+    assert summary["pseudo_labelled"] > 0  # the second round trained on the first's
+    assert [h["round"] for h in summary["history"]] == [1] * 2 + [2] * 2
+    # round 1 of the two-round run is the one-round run, step for step
+    assert [h["loss"] for h in summary["history"][:2]] == [h["loss"] for h in first["history"]]
+    assert [h["loss"] for h in summary["history"][2:]] != [h["loss"] for h in first["history"]]
+    again = train_lesion_encoder(crops, lesions, studies, two).encoder
+    for a, b in zip(both.encoder.state_dict().values(), again.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)  # reproducible
+
+
 def test_batch_sampler_mixes_typed_paired_and_random_lesions():
     train = np.arange(40)
     types = np.where(train < 10, train % 2 + 1, -1)
