@@ -46,6 +46,7 @@ from embed.labels import HOLDOUT, VALIDATION, split_patients, type_labels
 from embed.metrics import knn_accuracy, linear_probe_accuracy, precision_at_k, same_lesion_top1
 from embed.tabular import standardised_raw
 from patientgraph import Workspace, ingest_deeplesion
+from patientgraph.deeplesion import lesion_ids
 from patientgraph.synth import generate
 
 BENCH = "embed"
@@ -188,13 +189,10 @@ def _type_training_rows(dl_info: Path, truth: dict) -> None:
     with open(dl_info, newline="") as fh:
         reader = csv.DictReader(fh)
         fields, rows = reader.fieldnames, list(reader)
-    seen: dict[str, int] = {}
-    for row in rows:
-        stem = row["File_name"].rsplit(".", 1)[0]
-        k = seen.get(stem, 0)
-        seen[stem] = k + 1
+    ids = lesion_ids(pd.Series([row["File_name"] for row in rows]).str.strip())
+    for row, lesion_id in zip(rows, ids, strict=True):
         if row["Train_Val_Test"].strip() == "1":
-            row["Coarse_lesion_type"] = str(truth["lesions"][f"{stem}_{k}"]["true_type"])
+            row["Coarse_lesion_type"] = str(truth["lesions"][lesion_id]["true_type"])
     with open(dl_info, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fields, lineterminator="\n")
         writer.writeheader()

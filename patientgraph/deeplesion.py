@@ -53,6 +53,14 @@ def patient_id(index: int) -> str:
     return f"{int(index):06d}"
 
 
+def lesion_ids(file_names: pd.Series) -> pd.Series:
+    """The lesion id of each DL_info.csv row: its File_name without ``.png`` and the row's
+    ordinal among the rows of that File_name (``000001_01_01_116_0``); the keys of a
+    synthetic cohort's ``truth.json`` too."""
+    ordinal = file_names.groupby(file_names).cumcount()
+    return file_names.str.removesuffix(".png") + "_" + ordinal.astype(str)
+
+
 def normalize_patient_key(values: pd.Series, column: str) -> pd.Series:
     """Map a records/outcomes key column onto the cohort's patient ids."""
     if column == "Patient_index":
@@ -219,8 +227,7 @@ def read_dl_info(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     study_id = pid + "_" + pd.Series(sidx.astype(int)).map("{:02d}".format)
     series_ref = names.str.rsplit("_", n=1).str[0]
     image_ref = series_ref + "/" + names.str.rsplit("_", n=1).str[1]
-    ordinal = names.groupby(names).cumcount()
-    lesion_id = names.str.removesuffix(".png") + "_" + ordinal.astype(str)
+    lesion_id = lesion_ids(names)
 
     lesions = pd.DataFrame({
         "lesion_id": lesion_id,
