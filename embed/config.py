@@ -91,8 +91,8 @@ class TrainConfig:
     ``pseudo_label_patient_mix``, give with probability >= ``pseudo_label_threshold`` are
     trained on as that type. With ``rounds`` above 1 training starts again from a fresh
     network, the untyped lesions typed by the last round's pseudo-labels (self-training).
-    ``labelled_share`` of each batch are typed lesions; ``steps_per_epoch``
-    None means one pass over the training lesions; ``same_lesion_max_distance`` bounds the
+    ``labelled_share`` of each batch are typed lesions; ``steps_per_epoch`` None means one
+    pass over the training lesions; ``same_lesion_max_distance`` bounds the
     normalised-location distance of a mined pair; ``device`` is auto, cpu or cuda.
     """
 
@@ -118,8 +118,8 @@ class TrainConfig:
     keep: str = "last"
     pseudo_label_epoch: int | None = 6
     pseudo_label_threshold: float = 0.7
-    rounds: int = 1
     pseudo_label_patient_mix: float = 1.0
+    rounds: int = 1
 
 
 @dataclass(frozen=True)
