@@ -3,10 +3,10 @@
 The first ``n`` patients of ``cohort-4427-<seed>`` (:func:`benchmarks.bench_ingest.
 cached_cohort`; the generator is prefix-stable, so they are exactly the cohort
 ``generate(n_patients=n)`` would give) are ingested, embedded with a given embed config and
-indexed, once, under the benchmark cache. A workspace is reused only while its key matches:
-the cohort, the size, the embed config and a hash of the ``embed/`` sources, so a change to
-the encoder or its training rebuilds it. ``rebuild=True`` always trains afresh (the embed
-benchmark times training).
+indexed, once, under the benchmark cache, in a folder per size, seed and config. A workspace
+is reused only while its key matches: the cohort, the size, the embed config and a hash of
+the ``embed/`` sources, so a change to the encoder or its training rebuilds it.
+``rebuild=True`` always trains afresh (the embed benchmark times training).
 """
 
 from __future__ import annotations
@@ -46,6 +46,15 @@ def embed_sources_hash() -> str:
     return h.hexdigest()[:16]
 
 
+def _config_name(embed: Mapping[str, Any]) -> str:
+    """The preset's name, then a digest of any other options: each config its own folder."""
+    preset = str(embed.get("preset", "default"))
+    rest = {k: v for k, v in embed.items() if k != "preset"}
+    if not rest:
+        return preset
+    return f"{preset}-{hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:8]}"
+
+
 def embedded_workspace(n_patients: int, embed: Mapping[str, Any], seed: int = 0, *,
                        rebuild: bool = False) -> tuple[Workspace, Path, dict]:
     """(workspace, source cohort folder, embed-stage summary) of the first ``n_patients``.
@@ -58,10 +67,9 @@ def embedded_workspace(n_patients: int, embed: Mapping[str, Any], seed: int = 0,
     source = CACHE / f"cohort-{DEEPLESION_PATIENTS}-{seed}"
     if not (source / "truth.json").exists() or n_patients > DEEPLESION_PATIENTS:
         source = cached_cohort(max(n_patients, DEEPLESION_PATIENTS), seed)
-    preset = str(embed.get("preset", "default"))
     key = {"cohort": source.name, "patients": n_patients, "embed": dict(embed),
            "embed_sources": embed_sources_hash(), "index": "default"}
-    root = CACHE / f"ws-{n_patients}-{seed}-{preset}"
+    root = CACHE / f"ws-{n_patients}-{seed}-{_config_name(embed)}"
     done = root / "bench_key.json"
     ws = Workspace(root / "ws")
     if not rebuild and done.exists():
