@@ -90,12 +90,15 @@ LEARNING_CURVE = (400, 1200)
 how the encoder's quality grows with the archive."""
 
 
-def main(quick: bool = False, no_index: bool = False) -> None:
+def main(quick: bool = False, no_index: bool = False, reuse: bool = False) -> None:
     """Run the benchmark; ``no_index`` skips the 1M-vector index and CUDA figures.
 
     Quality is measured at DeepLesion scale (4,427 patients, the scale of the Yan et al.
     anchor) and on the learning-curve sizes; each is trained afresh (~25 min in all on 2
-    cores). ``quick``: one 60-patient cohort with the fast preset, a smoke run.
+    cores per training round), or with ``reuse`` taken from the benchmark cache where a
+    workspace of the same cohort, config and ``embed/`` sources is there (its training time
+    is then that of the cached run). ``quick``: one 60-patient cohort with the fast preset,
+    a smoke run.
     """
     bench = QUICK if quick else BENCH
     root = Path(tempfile.mkdtemp(prefix="pg-bench-embed-"))
@@ -108,7 +111,7 @@ def main(quick: bool = False, no_index: bool = False) -> None:
         else:
             config, runs = {}, []
             for n in (*LEARNING_CURVE, DEEPLESION_PATIENTS):
-                ws, source, summary = embedded_workspace(n, config, rebuild=True)
+                ws, source, summary = embedded_workspace(n, config, rebuild=not reuse)
                 truth = json.loads((source / "truth.json").read_text())
                 runs.append((n, ws, truth, summary))
         for n, ws, truth, summary in runs:
@@ -463,6 +466,9 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--no-index", action="store_true",
                         help="skip the 1M-vector index and CUDA figures")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score cached workspaces of the same config and embed/ sources "
+                             "instead of training afresh")
     parser.add_argument("--label-ceiling", type=int, nargs="*", metavar="PATIENTS",
                         help="instead, train once more with every training lesion typed "
                              "(true types) at these cohort sizes (default 4427) and report "
@@ -472,5 +478,5 @@ if __name__ == "__main__":
         for n in args.label_ceiling or [DEEPLESION_PATIENTS]:
             label_ceiling(n)
     else:
-        main(quick=args.quick, no_index=args.no_index)
+        main(quick=args.quick, no_index=args.no_index, reuse=args.reuse)
     render()
