@@ -17,7 +17,8 @@ most of a patient's lesions are of one type, and batches then hold groups of a p
 lesions), and, after ``pseudo_label_epoch``, pseudo-types for untyped training lesions from
 the proxy head, pooled over the patient's lesions, where confident (:func:`pseudo_labels`).
 With ``rounds`` (two by default) a fresh network then trains again, the untyped lesions
-typed by the last round's model (self-training).
+typed by the last round's model (self-training); rounds stop early when the new labels are
+those the last round trained on (an archive typed throughout trains once).
 
 After every epoch the validation patients' lesions are scored (type precision@10 against
 the typed training lesions, or same-lesion top-1 on mined pairs where no types exist); the
@@ -177,13 +178,19 @@ def train_lesion_encoder(
     train = np.flatnonzero(data.role == TRAIN)
     device = resolve_device(tc.device)
     validate = _validator(data, config, device)
-    given = data.types.copy()
+    given = labels = data.types.copy()
     result, heads = _train_round(data, given, config, validate, device, progress, 1)
     history = list(result.history)
     for round_ in range(2, tc.rounds + 1):
-        labels = pseudo_labels(result.encoder, heads, data, train, given, tc, device)
+        new = pseudo_labels(result.encoder, heads, data, train, given, tc, device)
+        if np.array_equal(new, labels):
+            break  # the same labels would train the same network again (e.g. all typed)
+        labels = new
         result, heads = _train_round(data, labels, config, validate, device, progress, round_)
         history += result.history
+    if progress:
+        total = _epoch_steps(tc, len(train)) * tc.max_epochs * tc.rounds
+        progress(total, total)
     result.history = history
     roles = pd.Series(data.role).groupby(data.patient).first().value_counts()
     result.patients = {r: int(roles.get(r, 0)) for r in (TRAIN, VALIDATION, HOLDOUT)}
@@ -208,7 +215,7 @@ def _train_round(data: _Data, labels: np.ndarray, config: EmbedConfig, validate:
     heads = TrainingHeads(config.encoder.embedding_dim, data.targets.shape[1]).to(device)
     params = list(model.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=tc.learning_rate, weight_decay=tc.weight_decay)
-    steps = tc.steps_per_epoch or max(1, math.ceil(len(train) / tc.batch_size))
+    steps = _epoch_steps(tc, len(train))
     schedule = _cosine_schedule(optimizer, steps * tc.max_epochs, warmup=min(steps, 50))
     scaler = torch.amp.GradScaler(enabled=amp_dtype(device) == torch.float16)
     sampler = BatchSampler(train, data.types, data.track, tc.batch_size, tc.labelled_share,
@@ -252,10 +259,12 @@ def _train_round(data: _Data, labels: np.ndarray, config: EmbedConfig, validate:
             break
     if tc.keep == "last":
         best_state = model.state_dict()
-    if progress and round_ == tc.rounds:
-        progress(total, total)
     model.load_state_dict(best_state)
     return result, heads
+
+
+def _epoch_steps(tc: TrainConfig, n_train: int) -> int:
+    return tc.steps_per_epoch or max(1, math.ceil(n_train / tc.batch_size))
 
 
 def pseudo_labels(model: LesionEncoder, heads: TrainingHeads, data: _Data, train: np.ndarray,

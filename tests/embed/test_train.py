@@ -115,6 +115,23 @@ def test_second_round_trains_afresh_on_the_first_rounds_pseudo_labels(ingested, 
         assert torch.equal(a, b)  # reproducible
 
 
+def test_rounds_stop_when_every_training_lesion_is_typed(ingested, crops):
+    lesions = ingested.table("lesions")
+    untyped = lesions["coarse_type"].isna()
+    assert untyped.any()
+    lesions.loc[untyped, "coarse_type"] = 1 + np.arange(int(untyped.sum())) % 8
+    lesions["noisy"] = False
+    config = EmbedConfig.from_dict({"preset": "fast", "train": {"rounds": 3, "keep": "last"}})
+    steps = []
+    result = train_lesion_encoder(crops, lesions, ingested.table("studies"), config,
+                                  progress=lambda done, total: steps.append((done, total)))
+    summary = result.summary()
+    assert summary["pseudo_labelled"] == 0
+    # a second round would train on the same labels: the same network again
+    assert [h["round"] for h in summary["history"]] == [1, 1]
+    assert steps[-1] == (24, 24)  # the bar still ends full (3 rounds x 2 epochs x 4 steps)
+
+
 def test_batch_sampler_mixes_typed_paired_and_random_lesions():
     train = np.arange(40)
     types = np.where(train < 10, train % 2 + 1, -1)
