@@ -89,7 +89,9 @@ class TrainConfig:
     ``patient_group``). After epoch ``pseudo_label_epoch`` (None: never) untyped training
     lesions whose type the proxies, pooled over the patient's lesions with weight
     ``pseudo_label_patient_mix``, give with probability >= ``pseudo_label_threshold`` are
-    trained on as that type. With ``rounds`` above 1 training starts again from a fresh
+    trained on as that type (fewer, cleaner labels beat more, noisier ones: on 1,200
+    training patients, two rounds, type P@10 0.778 / 0.785 / 0.798 / 0.797 at thresholds
+    0.5 / 0.7 / 0.85 / 0.95). With ``rounds`` above 1 training starts again from a fresh
     network, the untyped lesions typed by the last round's pseudo-labels (self-training:
     twice the training time for two rounds; at DeepLesion scale type P@10 0.824 -> 0.834
     and the linear probe 0.854 -> 0.864).
@@ -119,7 +121,7 @@ class TrainConfig:
     device: str = "auto"
     keep: str = "last"
     pseudo_label_epoch: int | None = 6
-    pseudo_label_threshold: float = 0.7
+    pseudo_label_threshold: float = 0.95
     pseudo_label_patient_mix: float = 1.0
     rounds: int = 2
 
