@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 from discovery.clusters import (
     CLUSTER_COLUMNS,
@@ -93,7 +94,9 @@ def test_fit_is_deterministic_and_computes_its_own_knn(blobs, fitted):
     own = LesionClusters(min_cluster_size=15, compute_map=False).fit(x, _exact_knn(x, 5))
     assert not own.knn_reused_  # 5 neighbours < n_neighbors - 1: an exact graph of its own
     assert np.isnan(own.map_).all()
-    np.testing.assert_array_equal(own.labels_, fitted.labels_)
+    # The same clusters; their numbering follows the UMAP layout, which float-level
+    # differences between the two kNN graphs change (with umap-learn 0.5.12, numba 0.68).
+    assert adjusted_rand_score(own.labels_, fitted.labels_) == 1.0
 
 
 def test_precomputed_knn_is_in_umaps_layout():
