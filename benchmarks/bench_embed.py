@@ -90,15 +90,17 @@ LEARNING_CURVE = (400, 1200)
 how the encoder's quality grows with the archive."""
 
 
-def main(quick: bool = False, no_index: bool = False, reuse: bool = False) -> None:
+def main(quick: bool = False, no_index: bool = False, reuse: bool = False,
+         sizes: tuple[int, ...] = (*LEARNING_CURVE, DEEPLESION_PATIENTS)) -> None:
     """Run the benchmark; ``no_index`` skips the 1M-vector index and CUDA figures.
 
     Quality is measured at DeepLesion scale (4,427 patients, the scale of the Yan et al.
     anchor) and on the learning-curve sizes; each is trained afresh (~25 min in all on 2
     cores per training round), or with ``reuse`` taken from the benchmark cache where a
     workspace of the same cohort, config and ``embed/`` sources is there (its training time
-    is then that of the cached run). ``quick``: one 60-patient cohort with the fast preset,
-    a smoke run.
+    is then that of the cached run). ``sizes`` chooses the cohort sizes; the patient,
+    inference and index figures need the DeepLesion-scale one and are skipped without it.
+    ``quick``: one 60-patient cohort with the fast preset, a smoke run.
     """
     bench = QUICK if quick else BENCH
     root = Path(tempfile.mkdtemp(prefix="pg-bench-embed-"))
@@ -110,15 +112,19 @@ def main(quick: bool = False, no_index: bool = False, reuse: bool = False) -> No
             index_stage.run(ws, force=True)
         else:
             config, runs = {}, []
-            for n in (*LEARNING_CURVE, DEEPLESION_PATIENTS):
+            for n in sorted(sizes):
                 ws, source, summary = embedded_workspace(n, config, rebuild=not reuse)
                 truth = json.loads((source / "truth.json").read_text())
                 runs.append((n, ws, truth, summary))
+        headline = runs[0][0] if quick else DEEPLESION_PATIENTS
         for n, ws, truth, summary in runs:
             cohort = Cohort.load(ws, truth)
-            suffix = "" if n == runs[-1][0] else f" ({n:,} patients)"
+            suffix = "" if n == headline else f" ({n:,} patients)"
             _training(bench, summary, len(cohort.lesions), suffix)
             _lesion_quality(bench, cohort, EmbedConfig.from_dict(config), suffix)
+        if runs[-1][0] != headline:
+            print(f"no {headline:,}-patient cohort: patient, inference and index figures skipped")
+            return
         _patient_quality(bench, cohort)
         _inference_speed(bench, ws, quick)
         if no_index:
@@ -469,6 +475,10 @@ if __name__ == "__main__":
     parser.add_argument("--reuse", action="store_true",
                         help="score cached workspaces of the same config and embed/ sources "
                              "instead of training afresh")
+    parser.add_argument("--sizes", type=int, nargs="+", metavar="PATIENTS",
+                        default=[*LEARNING_CURVE, DEEPLESION_PATIENTS],
+                        help="cohort sizes to train and score (default: %(default)s); the "
+                             "patient, inference and index figures need 4427")
     parser.add_argument("--label-ceiling", type=int, nargs="*", metavar="PATIENTS",
                         help="instead, train once more with every training lesion typed "
                              "(true types) at these cohort sizes (default 4427) and report "
@@ -478,5 +488,6 @@ if __name__ == "__main__":
         for n in args.label_ceiling or [DEEPLESION_PATIENTS]:
             label_ceiling(n)
     else:
-        main(quick=args.quick, no_index=args.no_index, reuse=args.reuse)
+        main(quick=args.quick, no_index=args.no_index, reuse=args.reuse,
+             sizes=tuple(args.sizes))
     render()
