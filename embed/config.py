@@ -188,12 +188,38 @@ class EmbedConfig:
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
             raise InputError(None, f"embed option train.rounds is {rounds!r}",
                              "give a whole number of training rounds, 1 or more")
+        _check_fractions(out.train)
         if out.train.keep not in KEEP:
             raise InputError(
                 None, f"embed option train.keep is {out.train.keep!r}."
                 f"{did_you_mean(str(out.train.keep), KEEP)}",
                 "use best (the epoch that scored best on the validation patients) or last")
         return out
+
+
+_FRACTIONS = {
+    # option: (lowest, highest, whether the highest is allowed, what it is)
+    "pseudo_label_threshold": (0.0, 1.0, True, "the confidence a pseudo-type needs"),
+    "validation_share": (0.0, 1.0, False, "the share of typed patients kept for validation"),
+    "labelled_share": (0.0, 1.0, True, "the share of each batch drawn from typed lesions"),
+}
+
+
+def _check_fractions(train: TrainConfig) -> None:
+    """Shares and thresholds between 0 and 1: a threshold above 1 would silently leave
+    every lesion untyped, a validation share of 1 leave nothing to train on."""
+    for name, (low, high, high_ok, what) in _FRACTIONS.items():
+        value = getattr(train, name)
+        number = not isinstance(value, bool) and isinstance(value, int | float)
+        if not (number and low <= value and (value <= high if high_ok else value < high)):
+            bound = "1" if high_ok else "less than 1"
+            raise InputError(None, f"embed option train.{name} is {value!r}",
+                             f"give {what} as a number from 0 to {bound}")
+    mix = train.pseudo_label_patient_mix
+    if isinstance(mix, bool) or not isinstance(mix, int | float) or not mix >= 0:
+        raise InputError(None, f"embed option train.pseudo_label_patient_mix is {mix!r}",
+                         "give the weight of the patient's other lesions as a number >= 0 "
+                         "(0: each lesion on its own)")
 
 
 def _check_crop(crop: CropConfig) -> None:

@@ -40,6 +40,11 @@ def test_nested_overrides_and_round_trip():
     ({"train": {"keep": "lats"}}, "train.keep is 'lats'. Did you mean 'last'"),
     ({"train": {"rounds": 0}}, "train.rounds is 0"),
     ({"train": {"rounds": "two"}}, "train.rounds is 'two'"),
+    ({"train": {"pseudo_label_threshold": 95}}, "pseudo_label_threshold is 95"),
+    ({"train": {"pseudo_label_threshold": "0.9"}}, "pseudo_label_threshold is '0.9'"),
+    ({"train": {"validation_share": 1.0}}, "validation_share is 1.0.*less than 1"),
+    ({"train": {"labelled_share": -0.1}}, "labelled_share is -0.1"),
+    ({"train": {"pseudo_label_patient_mix": -1}}, "pseudo_label_patient_mix is -1"),
 ])
 def test_bad_options_are_input_errors(config, message):
     with pytest.raises(InputError, match=message):
