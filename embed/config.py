@@ -89,13 +89,13 @@ class TrainConfig:
     ``patient_group``). After epoch ``pseudo_label_epoch`` (None: never) untyped training
     lesions whose type the proxies, pooled over the patient's lesions with weight
     ``pseudo_label_patient_mix``, give with probability >= ``pseudo_label_threshold`` are
-    trained on as that type (fewer, cleaner labels help a mid-sized archive: on 1,200
-    training patients, two rounds, type P@10 0.778 / 0.785 / 0.798 / 0.797 at thresholds
-    0.5 / 0.7 / 0.85 / 0.95; at DeepLesion scale no difference: 0.834 at 0.7 and 0.833 at
-    0.95, probe 0.864 / 0.865). With ``rounds`` above 1 training starts again from a fresh
-    network, the untyped lesions typed by the last round's pseudo-labels (self-training:
-    twice the training time for two rounds; at DeepLesion scale type P@10 0.824 -> 0.834
-    and the linear probe 0.854 -> 0.864).
+    trained on as that type (on 1,200 patients, two rounds, seed 0, type P@10 0.778 /
+    0.785 / 0.798 / 0.797 at thresholds 0.5 / 0.7 / 0.85 / 0.95, less than the 0.02 that
+    the training seed alone moves it there; at DeepLesion scale no difference: 0.834 at 0.7
+    and 0.833 at 0.95, probe 0.864 / 0.865). With ``rounds`` above 1 training starts again
+    from a fresh network, the untyped lesions typed by the last round's pseudo-labels
+    (self-training: twice the training time for two rounds; at DeepLesion scale type P@10
+    0.824 -> 0.834 and the linear probe 0.854 -> 0.864).
     ``labelled_share`` of each batch are typed lesions; ``steps_per_epoch`` None means one
     pass over the training lesions; ``same_lesion_max_distance`` bounds the
     normalised-location distance of a mined pair; ``device`` is auto, cpu or cuda.
