@@ -20,6 +20,7 @@ import torch
 
 from embed.augment import paired_views
 from embed.config import EmbedConfig
+from embed.crops import METADATA
 from embed.encoder import LesionEncoder
 from embed.index import torch_knn
 from embed.inference import amp_dtype, autocast
@@ -48,7 +49,7 @@ def train_throughput(device: torch.device, steps: int, batch_size: int = 256,
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler(enabled=amp_dtype(device) == torch.float16)
     crops = _crops(batch_size, config).to(device)
-    location = torch.rand(2 * batch_size, 3, device=device)
+    metadata = torch.rand(2 * batch_size, len(METADATA), device=device)
     lesion = torch.arange(batch_size).repeat(2)
     weights = positive_weights(lesion, torch.full_like(lesion, -1), lesion % 8).to(device)
     generator = torch.Generator(device=device).manual_seed(0)
@@ -56,7 +57,7 @@ def train_throughput(device: torch.device, steps: int, batch_size: int = 256,
     def step() -> None:
         views = paired_views(crops, generator, n_slices=config.crop.n_slices)
         with autocast(device):
-            z = model(views, location)
+            z = model(views, metadata)
         loss = soft_contrastive_loss(z.float(), weights, 0.1)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -81,17 +82,17 @@ def inference_throughput(device: torch.device, n: int, batch_size: int = 1024,
     model = LesionEncoder(config.encoder, config.crop).to(
         device, memory_format=torch.channels_last).eval()
     crops = _crops(n, config)
-    location = torch.rand(n, 3)
+    metadata = torch.rand(n, len(METADATA))
     if device.type == "cuda":
-        crops, location = crops.pin_memory(), location.pin_memory()
+        crops, metadata = crops.pin_memory(), metadata.pin_memory()
     with torch.inference_mode(), autocast(device):
-        model(crops[:batch_size].to(device), location[:batch_size].to(device))
+        model(crops[:batch_size].to(device), metadata[:batch_size].to(device))
         _synchronize(device)
         t0 = time.perf_counter()
         for start in range(0, n, batch_size):
             rows = slice(start, start + batch_size)
             model(crops[rows].to(device, non_blocking=True),
-                  location[rows].to(device, non_blocking=True)).float().cpu()
+                  metadata[rows].to(device, non_blocking=True)).float().cpu()
         _synchronize(device)
     seconds = time.perf_counter() - t0
     return {"lesions_per_s": n / seconds, "lesions": n, "seconds": seconds,

@@ -57,8 +57,11 @@ class EncoderConfig:
     With ``location_input`` the lesion's normalised location (loc_x, loc_y, loc_z, given for
     every lesion of a DeepLesion-format archive) joins the image features before the
     projection, as Fourier features; a lesion without a location gets zeros and a flag.
-    With ``context_signature`` so does the HU make-up of rings around the lesion
-    (:class:`embed.encoder.ContextSignature`).
+    With ``window_input`` so does the display window the reader marked the lesion in
+    (window_lo, window_hi: DeepLesion's DICOM_windows; a weak cue to the site, as readers
+    pick lung, bone or soft-tissue windows for what they look at); a lesion without one
+    gets zeros and a flag. With ``context_signature`` so does the HU make-up of rings
+    around the lesion (:class:`embed.encoder.ContextSignature`).
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -68,6 +71,7 @@ class EncoderConfig:
     projection_dim: int = 256
     embedding_dim: int = 128
     location_input: bool = True
+    window_input: bool = True
     context_signature: bool = True
 
 

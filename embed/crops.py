@@ -33,11 +33,28 @@ PAD_HU = -1024.0
 LOCATION = ("loc_x", "loc_y", "loc_z")
 
 
+READING_WINDOW = ("window_lo", "window_hi")
+METADATA = (*LOCATION, *READING_WINDOW)
+"""What the encoder sees of a lesion besides its pixels: the normalised location and the
+display window the reader marked it in (DeepLesion's DICOM_windows)."""
+
+
 def lesion_locations(lesions: pd.DataFrame) -> np.ndarray:
     """Normalised locations ``(n, 3)`` float32, NaN where the table has none."""
-    if not set(LOCATION) <= set(lesions.columns):
-        return np.full((len(lesions), 3), np.nan, np.float32)
-    return lesions[list(LOCATION)].to_numpy(dtype=np.float32, na_value=np.nan)
+    return _columns(lesions, LOCATION)
+
+
+def lesion_metadata(lesions: pd.DataFrame) -> np.ndarray:
+    """The encoder's non-image inputs ``(n, len(METADATA))`` float32, NaN where unknown."""
+    return _columns(lesions, METADATA)
+
+
+def _columns(lesions: pd.DataFrame, names: tuple[str, ...]) -> np.ndarray:
+    out = np.full((len(lesions), len(names)), np.nan, np.float32)
+    for j, name in enumerate(names):
+        if name in lesions.columns:
+            out[:, j] = lesions[name].to_numpy(dtype=np.float32, na_value=np.nan)
+    return out
 
 
 class LesionCrops(Dataset):

@@ -19,7 +19,7 @@ from monai.networks.nets import ResNet
 from torch import nn
 
 from embed.config import CropConfig, EncoderConfig, crop_from_dict, encoder_from_dict
-from embed.crops import CTWindows
+from embed.crops import METADATA, CTWindows
 from patientgraph.atomic import atomic_path
 from patientgraph.errors import InputError
 
@@ -45,6 +45,23 @@ class LocationFeatures(nn.Module):
         angles = torch.where(known, location, 0.0)[:, :, None] * self.angular
         waves = torch.cat([angles.sin(), angles.cos()], dim=2).flatten(1) * known
         return torch.cat([waves, (~known).float()], dim=1)
+
+
+class ReadingWindowFeatures(nn.Module):
+    """The display window a reader marked the lesion in, ``(B, 2)`` low and high HU (NaN
+    rows unknown), to its centre and width in thousands of HU and a missing flag ``(B, 3)``.
+
+    Readers choose the window for the anatomy they look at (lung, bone, soft tissue), so it
+    is a weak cue to the lesion's site that an archive records with every DeepLesion row.
+    """
+
+    width = 3
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        known = torch.isfinite(window).all(dim=1, keepdim=True)
+        low, high = torch.where(known, window, 0.0).unbind(dim=1)
+        shape = torch.stack([(low + high) / 2000.0, (high - low) / 1000.0], dim=1) * known
+        return torch.cat([shape, (~known).float()], dim=1)
 
 
 class ContextSignature(nn.Module):
@@ -83,8 +100,8 @@ class ContextSignature(nn.Module):
 
 
 class LesionEncoder(nn.Module):
-    """HU crops ``(B, depth, px, px)`` (and normalised locations ``(B, 3)``, when the
-    config says so) to unit vectors ``(B, embedding_dim)``."""
+    """HU crops ``(B, depth, px, px)`` (and each lesion's location and reading window,
+    when the config says so) to unit vectors ``(B, embedding_dim)``."""
 
     def __init__(self, encoder: EncoderConfig, crop: CropConfig):
         super().__init__()
@@ -100,13 +117,14 @@ class LesionEncoder(nn.Module):
             conv1_t_stride=encoder.stem_stride, no_max_pool=True, feed_forward=False,
         )
         self.location = LocationFeatures() if encoder.location_input else None
+        self.reading_window = ReadingWindowFeatures() if encoder.window_input else None
         signature = encoder.context_signature
         self.context = ContextSignature(crop.size_mm, crop.out_px) if signature else None
         self.wide_context = (
             ContextSignature(crop.context_mm, crop.out_px, crop.context_mm / crop.size_mm)
             if signature and crop.context_mm else None)
-        extra = sum(m.width for m in (self.location, self.context, self.wide_context)
-                    if m is not None)
+        extra = sum(m.width for m in (self.location, self.reading_window, self.context,
+                                      self.wide_context) if m is not None)
         self.projection = nn.Sequential(
             nn.Linear(encoder.widths[-1] + extra, encoder.projection_dim),
             nn.ReLU(inplace=True),
@@ -117,19 +135,27 @@ class LesionEncoder(nn.Module):
     def embedding_dim(self) -> int:
         return self.encoder_config.embedding_dim
 
-    def forward(self, hu: torch.Tensor, location: torch.Tensor | None = None) -> torch.Tensor:
-        """``location`` (NaN where unknown) is used only with ``location_input``."""
+    def forward(self, hu: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
+        """``metadata`` ``(B, len(METADATA))``: each lesion's normalised location and reading
+        window (:data:`embed.crops.METADATA`, NaN where unknown; None: all unknown), used as
+        far as ``location_input`` and ``window_input`` say."""
         features = self.backbone(self.windows(hu))
         slices = self.crop_config.n_slices
+        if metadata is None:
+            metadata = torch.full((len(hu), len(METADATA)), float("nan"), device=hu.device)
+        elif metadata.shape != (len(hu), len(METADATA)):
+            raise ValueError(f"metadata must be (batch, {len(METADATA)}) for {METADATA}, "
+                             f"not {tuple(metadata.shape)}")
+        parts = [features]
         if self.context is not None:
-            features = torch.cat([features, self.context(hu[:, :slices]).to(features.dtype)], 1)
+            parts.append(self.context(hu[:, :slices]))
         if self.wide_context is not None:
-            wide = self.wide_context(hu[:, slices:]).to(features.dtype)
-            features = torch.cat([features, wide], 1)
+            parts.append(self.wide_context(hu[:, slices:]))
         if self.location is not None:
-            if location is None:
-                location = torch.full((len(hu), 3), float("nan"), device=hu.device)
-            features = torch.cat([features, self.location(location).to(features.dtype)], 1)
+            parts.append(self.location(metadata[:, :3]))
+        if self.reading_window is not None:
+            parts.append(self.reading_window(metadata[:, 3:]))
+        features = torch.cat([parts[0], *(x.to(features.dtype) for x in parts[1:])], 1)
         return F.normalize(self.projection(features).float(), dim=1)
 
     def configs(self) -> dict[str, Any]:
@@ -191,7 +217,8 @@ def load_encoder(
     payload = read_checkpoint(path)
     try:
         crop = crop_from_dict(payload["crop"])
-        encoder = encoder_from_dict(payload["encoder"])
+        # checkpoints from before window_input was an option were trained without it
+        encoder = encoder_from_dict({"window_input": False, **payload["encoder"]})
     except (InputError, KeyError, TypeError) as exc:
         raise InputError(path, f"its model config cannot be read ({exc})",
                          "retrain the encoder with this version (rerun the embed stage "

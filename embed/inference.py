@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from embed.crops import crop_loader, lesion_locations
+from embed.crops import METADATA, crop_loader, lesion_metadata
 from embed.encoder import LesionEncoder
 from patientgraph.errors import InputError, did_you_mean
 
@@ -57,24 +57,25 @@ def autocast(device: torch.device) -> Iterator[None]:
 def embed_crops(
     encoder: LesionEncoder,
     hu: np.ndarray,
-    location: np.ndarray | None = None,
+    metadata: np.ndarray | None = None,
     *,
     batch_size: int = 256,
     device: str | torch.device = "auto",
     progress: Progress | None = None,
 ) -> np.ndarray:
     """Embeddings ``(n, embedding_dim)`` float32 of HU crops ``(n, S, px, px)`` in memory
-    and their normalised locations ``(n, 3)`` (NaN or None where unknown)."""
+    and their metadata ``(n, len(METADATA))`` (:func:`embed.crops.lesion_metadata`; NaN or
+    None where unknown)."""
     device = resolve_device(device)
     encoder = _prepare(encoder, device)
-    if location is None:
-        location = np.full((len(hu), 3), np.nan, np.float32)
+    if metadata is None:
+        metadata = np.full((len(hu), len(METADATA)), np.nan, np.float32)
     out = np.empty((len(hu), encoder.embedding_dim), np.float32)
     with torch.inference_mode(), autocast(device):
         for start in range(0, len(hu), batch_size):
             rows = slice(start, start + batch_size)
             batch = torch.from_numpy(np.asarray(hu[rows], np.float32))
-            out[rows] = _forward(encoder, batch, torch.from_numpy(location[rows]), device)
+            out[rows] = _forward(encoder, batch, torch.from_numpy(metadata[rows]), device)
             if progress:
                 progress(start + len(batch), len(hu))
     return out
@@ -100,7 +101,7 @@ def embed_lesions(
     encoder = _prepare(encoder, device)
     loader = crop_loader(lesions, image_root, encoder.crop_config, batch_size=batch_size,
                          workers=workers)
-    locations = torch.from_numpy(lesion_locations(lesions))
+    metadata = torch.from_numpy(lesion_metadata(lesions))
     out = np.full((len(lesions), encoder.embedding_dim), np.nan, np.float32)
     problems: dict[int, str] = {}
     done = 0
@@ -109,7 +110,7 @@ def embed_lesions(
             ok = torch.tensor([not p for p in batch_problems])
             if ok.any():
                 rows = positions[ok]
-                out[rows.numpy()] = _forward(encoder, batch[ok], locations[rows], device)
+                out[rows.numpy()] = _forward(encoder, batch[ok], metadata[rows], device)
             problems.update({int(i): p for i, p in zip(positions, batch_problems, strict=True)
                              if p})
             done += len(positions)
@@ -123,7 +124,7 @@ def _prepare(encoder: LesionEncoder, device: torch.device) -> LesionEncoder:
     return encoder.to(device, memory_format=torch.channels_last).eval()
 
 
-def _forward(encoder: LesionEncoder, batch: torch.Tensor, location: torch.Tensor,
+def _forward(encoder: LesionEncoder, batch: torch.Tensor, metadata: torch.Tensor,
              device: torch.device) -> np.ndarray:
-    z = encoder(batch.to(device, non_blocking=True), location.to(device, non_blocking=True))
+    z = encoder(batch.to(device, non_blocking=True), metadata.to(device, non_blocking=True))
     return z.float().cpu().numpy()

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from embed.config import EmbedConfig
-from embed.crops import lesion_locations, read_crops
+from embed.crops import lesion_metadata, read_crops
 from embed.encoder import LesionEncoder, load_encoder, read_checkpoint, save_encoder
 from embed.fusion import MODALITIES, fuse, pool_lesions, resolve_weights
 from embed.inference import embed_crops, resolve_device
@@ -132,7 +132,7 @@ def _embed_lesions(
     ok = crops.ok
     readable = lesions[ok].reset_index(drop=True)
     encoder, training = _encoder(ws, cfg, crops.hu[ok], readable, progress)
-    vectors = embed_crops(encoder, crops.hu[ok], lesion_locations(readable),
+    vectors = embed_crops(encoder, crops.hu[ok], lesion_metadata(readable),
                           batch_size=cfg.inference_batch_size, device=cfg.train.device,
                           progress=progress)
     table = pd.DataFrame({"lesion_id": readable["lesion_id"].astype(str),

@@ -44,7 +44,7 @@ from torch import nn
 
 from embed.augment import paired_views
 from embed.config import EmbedConfig, TrainConfig
-from embed.crops import lesion_locations
+from embed.crops import lesion_metadata
 from embed.encoder import LesionEncoder
 from embed.inference import amp_dtype, autocast, embed_crops, resolve_device
 from embed.labels import (
@@ -101,7 +101,7 @@ class _Data:
     patient: np.ndarray
     patient_code: np.ndarray
     study: np.ndarray
-    location: np.ndarray
+    metadata: np.ndarray
     types: np.ndarray
     track: np.ndarray
     targets: np.ndarray
@@ -276,7 +276,7 @@ def pseudo_labels(model: LesionEncoder, heads: TrainingHeads, data: _Data, train
     lesion whose mixed probability reaches ``pseudo_label_threshold`` takes the type. Typed
     lesions keep their given type. Returns a copy of ``given`` with the new labels.
     """
-    vectors = embed_crops(model, data.hu[train], data.location[train], device=device)
+    vectors = embed_crops(model, data.hu[train], data.metadata[train], device=device)
     with torch.no_grad():
         logits = heads.type_logits(torch.from_numpy(vectors).to(device), tc.temperature)
         known = torch.zeros(logits.shape[1], dtype=torch.bool, device=device)
@@ -321,7 +321,7 @@ def _prepare_data(hu: np.ndarray, lesions: pd.DataFrame, studies: pd.DataFrame,
     return _Data(
         hu=hu, role=role, patient=table["patient_id"].astype(str).to_numpy(),
         patient_code=pd.factorize(table["patient_id"].astype(str))[0].astype(np.int64),
-        study=table["study_id"].astype(str).to_numpy(), location=lesion_locations(table),
+        study=table["study_id"].astype(str).to_numpy(), metadata=lesion_metadata(table),
         types=type_labels(table), track=track,
         targets=standardise(targets, targets[role == TRAIN]), pairs=pairs,
     )
@@ -355,9 +355,9 @@ def _step_loss(model: LesionEncoder, heads: TrainingHeads, data: _Data, batch: n
         same_patient_weight=tc.same_patient_weight,
     ).to(device)
     targets = torch.from_numpy(np.tile(data.targets[batch], (2, 1))).to(device)
-    location = torch.from_numpy(np.tile(data.location[batch], (2, 1)))
+    metadata = torch.from_numpy(np.tile(data.metadata[batch], (2, 1)))
     with autocast(device):
-        z = model(views, location.to(device))
+        z = model(views, metadata.to(device))
     z = z.float()
     loss = soft_contrastive_loss(z, weights, tc.temperature)
     regression = masked_regression_loss(heads.regression(z), targets, ~torch.isnan(targets))
@@ -380,7 +380,7 @@ class _Validator:
     def __call__(self, model: LesionEncoder) -> float:
         if len(self.rows) == 0:
             return float("nan")
-        vectors = embed_crops(model, self.data.hu[self.rows], self.data.location[self.rows],
+        vectors = embed_crops(model, self.data.hu[self.rows], self.data.metadata[self.rows],
                               device=self.device, batch_size=self.config.inference_batch_size)
         return self.score(vectors)
 

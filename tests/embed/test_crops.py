@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from embed.config import FAST
-from embed.crops import CTWindows, lesion_locations, read_crops, series_order, window_bounds
+from embed.crops import (
+    METADATA,
+    CTWindows,
+    lesion_locations,
+    lesion_metadata,
+    read_crops,
+    series_order,
+    window_bounds,
+)
 from patientgraph.imaging import apply_windows, lesion_crop
 
 
@@ -76,3 +84,16 @@ def test_lesion_locations_nan_when_absent():
     loc = lesion_locations(table)
     assert loc.dtype == np.float32 and np.isnan(loc[1, 0])
     assert np.isnan(lesion_locations(pd.DataFrame({"x": [1]}))).all()
+
+
+def test_lesion_metadata_is_location_then_reading_window():
+    table = pd.DataFrame({"loc_x": [0.1, 0.5], "loc_y": [0.2, 0.3], "loc_z": [0.3, 0.4],
+                          "window_lo": [-1350.0, None], "window_hi": [150.0, None]})
+    meta = lesion_metadata(table)
+    assert meta.shape == (2, len(METADATA)) and meta.dtype == np.float32
+    np.testing.assert_allclose(meta[0], [0.1, 0.2, 0.3, -1350, 150], rtol=1e-6)
+    assert np.isnan(meta[1, 3:]).all() and np.isfinite(meta[1, :3]).all()
+    # an archive without reading windows (e.g. a NIfTI table): location only
+    no_windows = lesion_metadata(table.drop(columns=["window_lo", "window_hi"]))
+    assert np.isnan(no_windows[:, 3:]).all()
+    np.testing.assert_array_equal(no_windows[:, :3], meta[:, :3])

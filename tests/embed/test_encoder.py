@@ -1,4 +1,5 @@
-"""The lesion encoder: shapes, location features, checkpoints that rebuild the model."""
+"""The lesion encoder: shapes, location and reading-window features, checkpoints that
+rebuild the model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import pytest
 import torch
 
 from embed.config import FAST
-from embed.encoder import LesionEncoder, LocationFeatures, load_encoder, save_encoder
+from embed.crops import METADATA
+from embed.encoder import (
+    LesionEncoder,
+    LocationFeatures,
+    ReadingWindowFeatures,
+    load_encoder,
+    read_checkpoint,
+    save_encoder,
+)
 from patientgraph.errors import InputError
 
 
@@ -21,8 +30,17 @@ def _crops(n: int = 4) -> torch.Tensor:
     return torch.randn(n, FAST.crop.depth, FAST.crop.out_px, FAST.crop.out_px) * 300
 
 
+def _metadata(n: int = 4) -> torch.Tensor:
+    """Random locations and a soft-tissue reading window, ``(n, len(METADATA))``."""
+    return torch.cat([torch.rand(n, 3), torch.tensor([[-175.0, 275.0]]).repeat(n, 1)], 1)
+
+
+def _rows(*rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32)
+
+
 def test_output_is_unit_norm_128d():
-    z = _encoder()(_crops(), torch.rand(4, 3))
+    z = _encoder()(_crops(), _metadata())
     assert z.shape == (4, 128)
     assert torch.allclose(z.norm(dim=1), torch.ones(4), atol=1e-5)
 
@@ -30,8 +48,8 @@ def test_output_is_unit_norm_128d():
 def test_location_changes_the_embedding_and_may_be_missing():
     encoder, hu = _encoder(), _crops(2)
     with torch.no_grad():
-        a = encoder(hu, torch.tensor([[0.2, 0.5, 0.3], [0.2, 0.5, 0.3]]))
-        b = encoder(hu, torch.tensor([[0.8, 0.5, 0.9], [0.2, 0.5, 0.3]]))
+        a = encoder(hu, _rows([0.2, 0.5, 0.3, -175, 275], [0.2, 0.5, 0.3, -175, 275]))
+        b = encoder(hu, _rows([0.8, 0.5, 0.9, -175, 275], [0.2, 0.5, 0.3, -175, 275]))
         unknown = encoder(hu)
     assert not torch.allclose(a[0], b[0]) and torch.allclose(a[1], b[1])
     assert torch.isfinite(unknown).all()
@@ -40,19 +58,52 @@ def test_location_changes_the_embedding_and_may_be_missing():
     assert features[1, :-1].abs().sum() == 0 and features[:, -1].tolist() == [0, 1]
 
 
-def test_image_only_encoder_ignores_location():
-    encoder, hu = _encoder(location_input=False), _crops(1)
+def test_reading_window_changes_the_embedding_and_may_be_missing():
+    encoder, hu = _encoder(), _crops(2)
     with torch.no_grad():
-        assert torch.equal(encoder(hu, torch.rand(1, 3)), encoder(hu))
+        lung = encoder(hu, _rows([0.2, 0.5, 0.3, -1350, 150], [0.2, 0.5, 0.3, -175, 275]))
+        soft = encoder(hu, _rows([0.2, 0.5, 0.3, -175, 275], [0.2, 0.5, 0.3, -175, 275]))
+    assert not torch.allclose(lung[0], soft[0]) and torch.allclose(lung[1], soft[1])
+    features = ReadingWindowFeatures()(_rows([-1350, 150], [-450, 1050], [float("nan"), 240]))
+    assert features.shape == (3, ReadingWindowFeatures.width)
+    assert torch.allclose(features[0], _rows([-0.6, 1.5, 0.0])[0])
+    assert torch.allclose(features[1], _rows([0.3, 1.5, 0.0])[0])
+    assert features[2].tolist() == [0.0, 0.0, 1.0]
+
+
+def test_image_only_encoder_ignores_location_and_window():
+    encoder, hu = _encoder(location_input=False, window_input=False), _crops(1)
+    with torch.no_grad():
+        assert torch.equal(encoder(hu, _metadata(1)), encoder(hu))
+
+
+def test_metadata_of_the_wrong_shape_is_refused():
+    with pytest.raises(ValueError, match=f"metadata must be \\(batch, {len(METADATA)}\\)"):
+        _encoder()(_crops(2), torch.rand(2, 3))
 
 
 def test_checkpoint_rebuilds_the_model(tmp_path):
     encoder = _encoder()
     path = save_encoder(encoder, tmp_path / "models" / "lesion_encoder.pt", {"epochs": 2})
     loaded = load_encoder(path, expect_crop=FAST.crop, expect_encoder=FAST.encoder)
-    hu, loc = _crops(), torch.rand(4, 3)
+    hu, meta = _crops(), _metadata()
     with torch.no_grad():
-        assert torch.equal(loaded(hu, loc), encoder(hu, loc))
+        assert torch.equal(loaded(hu, meta), encoder(hu, meta))
+
+
+def test_checkpoint_from_before_the_window_option_loads_without_it(tmp_path):
+    encoder = _encoder(window_input=False)
+    path = save_encoder(encoder, tmp_path / "lesion_encoder.pt")
+    payload = read_checkpoint(path)
+    del payload["encoder"]["window_input"]  # as written before the option existed
+    torch.save(payload, path)
+    loaded = load_encoder(path)
+    assert loaded.encoder_config.window_input is False
+    hu, meta = _crops(), _metadata()
+    with torch.no_grad():
+        assert torch.equal(loaded(hu, meta), encoder(hu, meta))
+    with pytest.raises(InputError, match="encoder.window_input is False, not True"):
+        load_encoder(path, expect_encoder=FAST.encoder)
 
 
 def test_incompatible_checkpoint_is_a_clear_error(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from embed.config import FAST
-from embed.crops import lesion_locations, read_crops
+from embed.crops import lesion_metadata, read_crops
 from embed.encoder import LesionEncoder
 from embed.inference import embed_crops, embed_lesions, resolve_device
 from patientgraph.errors import InputError
@@ -24,7 +24,7 @@ def test_streamed_and_in_memory_embeddings_agree(ingested, encoder):
     streamed, problems = embed_lesions(encoder, lesions, ingested.image_root(), batch_size=16,
                                        workers=2, device="cpu")
     crops = read_crops(lesions, ingested.image_root(), FAST.crop, workers=0)
-    in_memory = embed_crops(encoder, crops.hu, lesion_locations(lesions), batch_size=16,
+    in_memory = embed_crops(encoder, crops.hu, lesion_metadata(lesions), batch_size=16,
                             device="cpu")
     assert not problems
     assert streamed.shape == (len(lesions), 128)
@@ -52,7 +52,7 @@ def test_resolve_device():
 def test_cuda_mixed_precision_matches_cpu(ingested, encoder):
     lesions = ingested.table("lesions")
     crops = read_crops(lesions, ingested.image_root(), FAST.crop, workers=0)
-    loc = lesion_locations(lesions)
+    loc = lesion_metadata(lesions)
     cpu = embed_crops(encoder, crops.hu, loc, device="cpu")
     gpu = embed_crops(encoder, crops.hu, loc, device="cuda")
     encoder.cpu()
