@@ -38,8 +38,8 @@ from benchmarks.workspaces import DEEPLESION_PATIENTS, embedded_workspace, subse
 from embed import index_stage
 from embed import stage as embed_stage
 from embed.config import EmbedConfig, TrainConfig
-from embed.crops import LOCATION, CTWindows, read_crops
-from embed.encoder import load_encoder
+from embed.crops import LOCATION, CTWindows, lesion_metadata, read_crops
+from embed.encoder import ReadingWindowFeatures, load_encoder
 from embed.index import VectorIndex
 from embed.inference import embed_lesions
 from embed.labels import HOLDOUT, VALIDATION, split_patients, type_labels
@@ -239,12 +239,16 @@ def _lesion_quality(bench: str, c: Cohort, config: EmbedConfig, suffix: str = ""
     probe = linear_probe_accuracy(c.vectors[train], given[train], c.vectors[held], types[held])
     loc_knn = knn_accuracy(location[train], given[train], location[held], types[held], k=15)
     loc_lin = linear_probe_accuracy(location[train], given[train], location[held], types[held])
+    window = ReadingWindowFeatures()(torch.from_numpy(lesion_metadata(lesions)[:, 3:])).numpy()
+    meta = np.concatenate([location, window], axis=1)
+    meta_lin = linear_probe_accuracy(meta[train], given[train], meta[held], types[held])
     pca_probe = linear_probe_accuracy(pixels[train], given[train], pixels[held], types[held])
     record(bench, f"type linear-probe accuracy{suffix}", probe, "fraction",
            baseline_value=loc_knn, n=n,
            note=f"fitted on {int(train.sum())} typed lesions of training patients (given "
                 f"labels); baseline location-only 15-NN (location linear probe {loc_lin:.3f}, "
-                f"pixel-PCA probe {pca_probe:.3f}); target >= 0.85; Yan et al. 0.905 / "
+                f"location and reading window {meta_lin:.3f}, pixel-PCA probe "
+                f"{pca_probe:.3f}); target >= 0.85; Yan et al. 0.905 / "
                 "location 0.597 on DeepLesion")
 
     query, candidates, answer = _next_study_matches(lesions, held)

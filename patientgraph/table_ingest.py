@@ -20,6 +20,9 @@ coarse_type   1..8 as in DeepLesion, empty or -1 when unknown (optional)
 day           days since the patient's first study (optional)
 sex, age      patient sex (M/F) and age at the study (optional)
 split         1 train, 2 validation, 3 test (optional)
+window_lo,    the display window the reader marked the lesion in, low and high HU (e.g.
+window_hi     -1350, 150 for lung; optional, both or neither; as DeepLesion's
+              DICOM_windows, the lesion encoder takes it as a weak cue to the site)
 ============  ==========================================================================
 
 Volumes are reoriented to the canonical axial orientation (i to patient left, j to
@@ -109,6 +112,22 @@ def read_lesion_table(path: Path, progress=None) -> tuple[pd.DataFrame, pd.DataF
     day = optional("day", fix="day is a number of days since the first study")
     age = optional("age", fix="age is a number of years")
     split = optional("split", integer=True, fix="split is 1, 2 or 3")
+    window = {c: optional(c, fix=f"{c} is the display window's {end} bound in HU")
+              for c, end in (("window_lo", "lower"), ("window_hi", "upper"))}
+    for col, other in (("window_lo", "window_hi"), ("window_hi", "window_lo")):
+        half = window[col].isna() & window[other].notna()
+        if half.any():
+            idx = raw.index[half.to_numpy()]
+            raise InputError(path, f"{other} is given but {col} is empty",
+                             "give both bounds of the reading window, or neither",
+                             row=source.row_of(idx[0]), column=col, more=len(idx) - 1)
+    inverted = window["window_hi"] <= window["window_lo"]
+    if inverted.any():
+        idx = raw.index[inverted.to_numpy()]
+        raise InputError(path, f"window_hi {raw.loc[idx[0], 'window_hi']!r} is not above "
+                         f"window_lo {raw.loc[idx[0], 'window_lo']!r}",
+                         "window_lo is the lower bound in HU, window_hi the upper",
+                         row=source.row_of(idx[0]), column="window_hi", more=len(idx) - 1)
     for col, values, ok, fix in (
         ("long_mm", long_mm, long_mm > 0, "diameters are positive mm"),
         ("coarse_type", ctype, ctype.isin([-1, 1, 2, 3, 4, 5, 6, 7, 8]), "use 1..8 or -1"),
@@ -192,7 +211,7 @@ def read_lesion_table(path: Path, progress=None) -> tuple[pd.DataFrame, pd.DataF
             "split": split[idx] if not np.isnan(split[idx]) else pd.NA,
             "spacing_x": sx, "spacing_y": sy, "spacing_z": sz,
             "image_w": int(ni), "image_h": int(nj),
-            "window_lo": np.nan, "window_hi": np.nan,
+            "window_lo": window["window_lo"][idx], "window_hi": window["window_hi"][idx],
         })
     lesions = pd.DataFrame(rows)
     lesions["coarse_type"] = pd.array(lesions["coarse_type"], dtype="Int64")

@@ -58,13 +58,15 @@ def archive(tmp_path):
     pd.DataFrame([
         {"lesion_id": "a", "patient_id": "P1", "study_id": "S1", "image": "p1.nii.gz",
          "coords": "voxel", "x": BLOB[0], "y": BLOB[1], "z": BLOB[2], "long_mm": 10,
-         "coarse_type": 4, "day": 0, "sex": "F", "age": 64},
+         "coarse_type": 4, "day": 0, "sex": "F", "age": 64, "window_lo": -175,
+         "window_hi": 275},
         {"lesion_id": "b", "patient_id": "P1", "study_id": "S2", "image": "p1.nii.gz",
          "coords": "world", "x": lps[0], "y": lps[1], "z": lps[2], "long_mm": 9,
-         "coarse_type": -1, "day": 120, "sex": "F", "age": 64},
+         "coarse_type": -1, "day": 120, "sex": "F", "age": 64, "window_lo": "",
+         "window_hi": ""},
         {"lesion_id": "c", "patient_id": "P2", "study_id": "S3", "image": "p2_ct",
          "coords": "voxel", "x": 64, "y": 60, "z": 2, "long_mm": "", "coarse_type": "",
-         "day": "", "sex": "M", "age": ""},
+         "day": "", "sex": "M", "age": "", "window_lo": -1350, "window_hi": 150},
     ]).to_csv(root / "lesions.csv", index=False)
     pd.DataFrame({"patient_id": ["P1", "P2"], "ldh": [250, ""]}).to_csv(
         root / "records.csv", index=False)
@@ -90,6 +92,9 @@ def test_voxel_and_world_coordinates_agree(tmp_path, archive):
     studies = ws.table("studies").set_index("study_id")
     assert studies.loc["S2", "study_index"] == 2 and studies.loc["S2", "day"] == 120
     assert ws.table("patients").set_index("patient_id").loc["P1", "age"] == 64
+    assert les.loc["a", ["window_lo", "window_hi"]].tolist() == [-175, 275]
+    assert les.loc["c", ["window_lo", "window_hi"]].tolist() == [-1350, 150]
+    assert les.loc["b", ["window_lo", "window_hi"]].isna().all()
 
 
 def test_crop_finds_the_lesion_in_the_volume(tmp_path, archive):
@@ -127,6 +132,12 @@ def test_cli_ingest_table(tmp_path, archive):
     (lambda d, a: d.__setitem__("image", ["p1.nii.gz", "p1.nii.gz", "nope.nii"]), "image",
      "does not exist"),
     (lambda d, a: d.__setitem__("coords", ["voxel", "mm", "voxel"]), "coords", "voxel or world"),
+    (lambda d, a: d.__setitem__("window_hi", [275, None, None]), "window_hi",
+     "window_lo is given but window_hi is empty"),
+    (lambda d, a: d.__setitem__("window_hi", [-200, None, 150]), "window_hi",
+     "is not above window_lo"),
+    (lambda d, a: d.__setitem__("window_lo", ["soft", None, -1350]), "window_lo",
+     "window_lo is the display window's lower bound in HU"),
 ])
 def test_bad_table_input(tmp_path, archive, edit, column, problem):
     lesions = pd.read_csv(archive / "lesions.csv")
