@@ -122,14 +122,14 @@ def main(quick: bool = False, no_index: bool = False, reuse: bool = False,
                 truth = json.loads((source / "truth.json").read_text())
                 runs.append((n, ws, truth, summary))
         headline = runs[0][0] if quick else DEEPLESION_PATIENTS
+        seeded = bool(train_seed) and not quick
         for n, ws, truth, summary in runs:
             cohort = Cohort.load(ws, truth)
-            suffix = "" if n == headline else f" ({n:,} patients)"
-            if train_seed and not quick:
-                suffix = f", training seed {train_seed}{suffix}"
+            suffix = (f", training seed {train_seed}" if seeded else "") + (
+                "" if n == headline else f" ({n:,} patients)")
             _training(bench, summary, len(cohort.lesions), suffix)
             _lesion_quality(bench, cohort, EmbedConfig.from_dict(config), suffix)
-        if train_seed and not quick:
+        if seeded:
             return  # the patient, inference and index figures are the default seed's
         if runs[-1][0] != headline:
             print(f"no {headline:,}-patient cohort: patient, inference and index figures skipped")
