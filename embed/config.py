@@ -18,6 +18,7 @@ from patientgraph.errors import InputError, did_you_mean
 
 ON_IMAGE_ERROR = ("skip", "raise")
 KEEP = ("best", "last")
+ROUND_START = ("fresh", "previous")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,12 @@ class EncoderConfig:
     (window_lo, window_hi: DeepLesion's DICOM_windows; a weak cue to the site, as readers
     pick lung, bone or soft-tissue windows for what they look at); a lesion without one
     gets zeros and a flag. With ``context_signature`` so does the HU make-up of rings
-    around the lesion (:class:`embed.encoder.ContextSignature`).
+    around the lesion (:class:`embed.encoder.ContextSignature`). With ``centre`` the mean
+    embedding of the training lesions (set once training ends) is subtracted from every
+    embedding before it is normalised again, so that cosine similarity is not spent on the
+    direction all lesions share (the centring step of SimpleShot, Wang et al. 2019; on four
+    trained encoders, 1,200 and 4,427 patients, two seeds each, type P@10 rose by 0.002 to
+    0.004 every time, e.g. 0.846 -> 0.848 at 4,427 patients, seed 0).
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -73,6 +79,7 @@ class EncoderConfig:
     location_input: bool = True
     window_input: bool = True
     context_signature: bool = True
+    centre: bool = True
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,9 @@ class TrainConfig:
     and 0.833 at 0.95, probe 0.864 / 0.865). With ``rounds`` above 1 training starts again
     from a fresh network, the untyped lesions typed by the last round's pseudo-labels
     (self-training: twice the training time for two rounds; at DeepLesion scale type P@10
-    0.824 -> 0.834 and the linear probe 0.854 -> 0.864).
+    0.824 -> 0.834 and the linear probe 0.854 -> 0.864). Each later round starts from a
+    fresh network (``round_start="fresh"``) or from the last round's weights and type
+    proxies (``"previous"``: a warm restart of the learning-rate schedule).
     ``labelled_share`` of each batch are typed lesions; ``steps_per_epoch`` None means one
     pass over the training lesions; ``same_lesion_max_distance`` bounds the
     normalised-location distance of a mined pair; ``device`` is auto, cpu or cuda.
@@ -129,6 +138,7 @@ class TrainConfig:
     pseudo_label_threshold: float = 0.95
     pseudo_label_patient_mix: float = 1.0
     rounds: int = 2
+    round_start: str = "fresh"
 
 
 @dataclass(frozen=True)
@@ -193,6 +203,12 @@ class EmbedConfig:
             raise InputError(None, f"embed option train.rounds is {rounds!r}",
                              "give a whole number of training rounds, 1 or more")
         _check_fractions(out.train)
+        if out.train.round_start not in ROUND_START:
+            raise InputError(
+                None, f"embed option train.round_start is {out.train.round_start!r}."
+                f"{did_you_mean(str(out.train.round_start), ROUND_START)}",
+                "use fresh (each round trains a new network) or previous (each round "
+                "continues from the last round's weights)")
         if out.train.keep not in KEEP:
             raise InputError(
                 None, f"embed option train.keep is {out.train.keep!r}."

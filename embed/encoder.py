@@ -130,6 +130,10 @@ class LesionEncoder(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(encoder.projection_dim, encoder.embedding_dim),
         )
+        if encoder.centre:  # zeros (no change) until training sets it: set_centre
+            self.register_buffer("mean_embedding", torch.zeros(encoder.embedding_dim))
+        else:
+            self.mean_embedding = None
 
     @property
     def embedding_dim(self) -> int:
@@ -156,7 +160,19 @@ class LesionEncoder(nn.Module):
         if self.reading_window is not None:
             parts.append(self.reading_window(metadata[:, 3:]))
         features = torch.cat([parts[0], *(x.to(features.dtype) for x in parts[1:])], 1)
-        return F.normalize(self.projection(features).float(), dim=1)
+        z = F.normalize(self.projection(features).float(), dim=1)
+        return z if self.mean_embedding is None else F.normalize(z - self.mean_embedding, dim=1)
+
+    @torch.no_grad()
+    def set_centre(self, embeddings: torch.Tensor) -> None:
+        """Centre future embeddings on the mean of ``embeddings`` ``(n, embedding_dim)``,
+        this model's uncentred output for its training lesions (needs ``centre``)."""
+        if self.mean_embedding is None:
+            raise ValueError("this encoder was built without centre")
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.embedding_dim or not len(embeddings):
+            raise ValueError(f"centre needs (n > 0, {self.embedding_dim}) embeddings, not "
+                             f"{tuple(embeddings.shape)}")
+        self.mean_embedding.copy_(embeddings.float().mean(dim=0))
 
     def configs(self) -> dict[str, Any]:
         """The configs that rebuild this model (plain JSON values)."""
@@ -217,8 +233,9 @@ def load_encoder(
     payload = read_checkpoint(path)
     try:
         crop = crop_from_dict(payload["crop"])
-        # checkpoints from before window_input was an option were trained without it
-        encoder = encoder_from_dict({"window_input": False, **payload["encoder"]})
+        # checkpoints from before window_input and centre were options were built without
+        encoder = encoder_from_dict({"window_input": False, "centre": False,
+                                     **payload["encoder"]})
     except (InputError, KeyError, TypeError) as exc:
         raise InputError(path, f"its model config cannot be read ({exc})",
                          "retrain the encoder with this version (rerun the embed stage "

@@ -18,7 +18,10 @@ lesions), and, after ``pseudo_label_epoch``, pseudo-types for untyped training l
 the proxy head, pooled over the patient's lesions, where confident (:func:`pseudo_labels`).
 With ``rounds`` (two by default) a fresh network then trains again, the untyped lesions
 typed by the last round's model (self-training); rounds stop early when the new labels are
-those the last round trained on (an archive typed throughout trains once).
+those the last round trained on (an archive typed throughout trains once); each round
+starts from a fresh network or, with ``round_start="previous"``, from the last round's. The
+final network's mean embedding over the training lesions is stored in it
+(:meth:`LesionEncoder.set_centre`) when the encoder config asks for centring.
 
 After every epoch the validation patients' lesions are scored (type precision@10 against
 the typed training lesions, or same-lesion top-1 on mined pairs where no types exist); the
@@ -186,8 +189,14 @@ def train_lesion_encoder(
         if np.array_equal(new, labels):
             break  # the same labels would train the same network again (e.g. all typed)
         labels = new
-        result, heads = _train_round(data, labels, config, validate, device, progress, round_)
+        start = (result.encoder, heads) if tc.round_start == "previous" else None
+        result, heads = _train_round(data, labels, config, validate, device, progress, round_,
+                                     start)
         history += result.history
+    if result.encoder.mean_embedding is not None:
+        uncentred = embed_crops(result.encoder, data.hu[train], data.metadata[train],
+                                device=device, batch_size=config.inference_batch_size)
+        result.encoder.set_centre(torch.from_numpy(uncentred).to(device))
     if progress:
         total = _epoch_steps(tc, len(train)) * tc.max_epochs * tc.rounds
         progress(total, total)
@@ -202,17 +211,22 @@ def train_lesion_encoder(
 
 
 def _train_round(data: _Data, labels: np.ndarray, config: EmbedConfig, validate: _Validator,
-                 device: torch.device, progress: Progress | None,
-                 round_: int) -> tuple[TrainingResult, TrainingHeads]:
-    """One training run from a fresh network, with ``labels`` as the lesions' types (the
-    given ones in round 1, the previous round's pseudo-labels after that)."""
+                 device: torch.device, progress: Progress | None, round_: int,
+                 start: tuple[LesionEncoder, TrainingHeads] | None = None,
+                 ) -> tuple[TrainingResult, TrainingHeads]:
+    """One training run, with ``labels`` as the lesions' types (the given ones in round 1,
+    the previous round's pseudo-labels after that), from a fresh network or from copies of
+    ``start`` (the last round's network and heads)."""
     tc = config.train
     train = np.flatnonzero(data.role == TRAIN)
     data.types = labels
     torch.manual_seed(tc.seed)
-    model = LesionEncoder(config.encoder, config.crop).to(
-        device, memory_format=torch.channels_last)
-    heads = TrainingHeads(config.encoder.embedding_dim, data.targets.shape[1]).to(device)
+    if start is None:
+        model = LesionEncoder(config.encoder, config.crop).to(
+            device, memory_format=torch.channels_last)
+        heads = TrainingHeads(config.encoder.embedding_dim, data.targets.shape[1]).to(device)
+    else:
+        model, heads = copy.deepcopy(start[0]), copy.deepcopy(start[1])
     params = list(model.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=tc.learning_rate, weight_decay=tc.weight_decay)
     steps = _epoch_steps(tc, len(train))
