@@ -38,6 +38,7 @@ def test_nested_overrides_and_round_trip():
     ({"weights": [1, 2]}, "not a mapping"),
     ({"on_image_error": "skp"}, "Did you mean 'skip'"),
     ({"train": {"keep": "lats"}}, "train.keep is 'lats'. Did you mean 'last'"),
+    ({"train": {"round_start": "previus"}}, "round_start is 'previus'. Did you mean 'previous'"),
     ({"train": {"rounds": 0}}, "train.rounds is 0"),
     ({"train": {"rounds": "two"}}, "train.rounds is 'two'"),
     ({"train": {"pseudo_label_threshold": 95}}, "pseudo_label_threshold is 95"),

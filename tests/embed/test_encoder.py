@@ -106,6 +106,40 @@ def test_checkpoint_from_before_the_window_option_loads_without_it(tmp_path):
         load_encoder(path, expect_encoder=FAST.encoder)
 
 
+def test_centring_subtracts_the_training_mean_and_round_trips(tmp_path):
+    encoder, hu, meta = _encoder(), _crops(6), _metadata(6)
+    with torch.no_grad():
+        raw = encoder(hu, meta)  # the centre is zero until training sets it
+        encoder.set_centre(raw)
+        centred = encoder(hu, meta)
+    expected = torch.nn.functional.normalize(raw - raw.mean(dim=0), dim=1)
+    assert torch.allclose(centred, expected, atol=1e-6)
+    assert torch.allclose(centred.norm(dim=1), torch.ones(6), atol=1e-5)
+    assert centred.mean(dim=0).norm() < raw.mean(dim=0).norm()
+    path = save_encoder(encoder, tmp_path / "lesion_encoder.pt")
+    with torch.no_grad():
+        assert torch.equal(load_encoder(path)(hu, meta), centred)  # the centre is saved
+    with pytest.raises(ValueError, match=r"\(n > 0, 128\) embeddings, not \(6, 64\)"):
+        encoder.set_centre(raw[:, :64])
+    plain = _encoder(centre=False)
+    assert plain.mean_embedding is None and "mean_embedding" not in plain.state_dict()
+    with pytest.raises(ValueError, match="built without centre"):
+        plain.set_centre(raw)
+
+
+def test_checkpoint_from_before_the_centre_option_loads_uncentred(tmp_path):
+    encoder = _encoder(centre=False)
+    path = save_encoder(encoder, tmp_path / "lesion_encoder.pt")
+    payload = read_checkpoint(path)
+    del payload["encoder"]["centre"]  # as written before the option existed
+    torch.save(payload, path)
+    loaded = load_encoder(path)
+    assert loaded.encoder_config.centre is False
+    hu, meta = _crops(), _metadata()
+    with torch.no_grad():
+        assert torch.equal(loaded(hu, meta), encoder(hu, meta))
+
+
 def test_incompatible_checkpoint_is_a_clear_error(tmp_path):
     path = save_encoder(_encoder(), tmp_path / "lesion_encoder.pt")
     other_crop = dataclasses.replace(FAST.crop, size_mm=80.0)

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+import embed.train
 from embed.config import EmbedConfig
 from embed.crops import read_crops
 from embed.encoder import LesionEncoder
+from embed.inference import embed_crops
 from embed.labels import HOLDOUT, split_patients
 from embed.train import (
     BatchSampler,
@@ -113,6 +115,52 @@ def test_second_round_trains_afresh_on_the_first_rounds_pseudo_labels(ingested, 
     for a, b in zip(both.encoder.state_dict().values(), again.state_dict().values(),
                     strict=True):
         assert torch.equal(a, b)  # reproducible
+
+
+def test_later_rounds_may_continue_from_the_last_rounds_network(ingested, crops,
+                                                               monkeypatch):
+    lesions, studies = ingested.table("lesions"), ingested.table("studies")
+    options = {"pseudo_label_epoch": None, "pseudo_label_threshold": 0.0, "keep": "last",
+               "rounds": 2}
+    fresh = EmbedConfig.from_dict({"preset": "fast", "train": options})
+    warm = EmbedConfig.from_dict({"preset": "fast", "train": {**options,
+                                                               "round_start": "previous"}})
+    real, starts = embed.train._train_round, []
+
+    def spy(*args):  # _train_round(data, labels, ..., round_, start=None), positionally
+        start = args[7] if len(args) > 7 else None
+        starts.append(None if start is None else _state(start[0]))
+        out = real(*args)
+        starts.append(_state(out[0].encoder))
+        return out
+
+    monkeypatch.setattr(embed.train, "_train_round", spy)
+    a = train_lesion_encoder(crops, lesions, studies, warm).summary()
+    assert starts[0] is None  # round 1 starts fresh
+    for name, weights in starts[1].items():  # round 2 starts where round 1 ended
+        assert torch.equal(starts[2][name], weights), name
+    b = train_lesion_encoder(crops, lesions, studies, fresh).summary()
+    assert starts[4] is None  # the default: every round from a fresh network
+    assert [h["loss"] for h in a["history"][:2]] == [h["loss"] for h in b["history"][:2]]
+    assert [h["loss"] for h in a["history"][2:]] != [h["loss"] for h in b["history"][2:]]
+
+
+def _state(model: LesionEncoder) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_trained_encoder_is_centred_on_its_training_lesions(ingested, crops):
+    lesions, studies = ingested.table("lesions"), ingested.table("studies")
+    encoder = train_lesion_encoder(crops, lesions, studies, FAST).encoder
+    data = _prepare_data(crops, lesions, studies, FAST)
+    train = np.flatnonzero(data.role == "train")
+    centre = encoder.mean_embedding.clone()
+    assert centre.norm() > 0.1  # uncentred embeddings share a direction
+    centred = embed_crops(encoder, crops[train], data.metadata[train])
+    assert np.linalg.norm(centred.mean(axis=0)) < 0.5 * float(centre.norm())
+    encoder.mean_embedding.zero_()
+    uncentred = embed_crops(encoder, crops[train], data.metadata[train])
+    assert np.allclose(uncentred.mean(axis=0), centre.numpy(), atol=1e-4)
 
 
 def test_rounds_stop_when_every_training_lesion_is_typed(ingested, crops):
