@@ -91,18 +91,19 @@ def test_checkpoint_rebuilds_the_model(tmp_path):
         assert torch.equal(loaded(hu, meta), encoder(hu, meta))
 
 
-def test_checkpoint_from_before_the_window_option_loads_without_it(tmp_path):
-    encoder = _encoder(window_input=False)
+@pytest.mark.parametrize("option", ["window_input", "centre"])
+def test_checkpoint_from_before_an_option_loads_without_it(tmp_path, option):
+    encoder = _encoder(**{option: False})
     path = save_encoder(encoder, tmp_path / "lesion_encoder.pt")
     payload = read_checkpoint(path)
-    del payload["encoder"]["window_input"]  # as written before the option existed
+    del payload["encoder"][option]  # as written before the option existed
     torch.save(payload, path)
     loaded = load_encoder(path)
-    assert loaded.encoder_config.window_input is False
+    assert getattr(loaded.encoder_config, option) is False
     hu, meta = _crops(), _metadata()
     with torch.no_grad():
         assert torch.equal(loaded(hu, meta), encoder(hu, meta))
-    with pytest.raises(InputError, match="encoder.window_input is False, not True"):
+    with pytest.raises(InputError, match=f"encoder.{option} is False, not True"):
         load_encoder(path, expect_encoder=FAST.encoder)
 
 
@@ -125,19 +126,6 @@ def test_centring_subtracts_the_training_mean_and_round_trips(tmp_path):
     assert plain.mean_embedding is None and "mean_embedding" not in plain.state_dict()
     with pytest.raises(ValueError, match="built without centre"):
         plain.set_centre(raw)
-
-
-def test_checkpoint_from_before_the_centre_option_loads_uncentred(tmp_path):
-    encoder = _encoder(centre=False)
-    path = save_encoder(encoder, tmp_path / "lesion_encoder.pt")
-    payload = read_checkpoint(path)
-    del payload["encoder"]["centre"]  # as written before the option existed
-    torch.save(payload, path)
-    loaded = load_encoder(path)
-    assert loaded.encoder_config.centre is False
-    hu, meta = _crops(), _metadata()
-    with torch.no_grad():
-        assert torch.equal(loaded(hu, meta), encoder(hu, meta))
 
 
 def test_incompatible_checkpoint_is_a_clear_error(tmp_path):
