@@ -196,29 +196,28 @@ class EmbedConfig:
         if "weights" in config:
             config["weights"] = _weights_tuple(config["weights"])
         out = _replace(base, config, "embed")
-        if out.on_image_error not in ON_IMAGE_ERROR:
-            raise InputError(
-                None, f"embed option on_image_error is {out.on_image_error!r}."
-                f"{did_you_mean(str(out.on_image_error), ON_IMAGE_ERROR)}",
-                "use skip (embed what can be read, list the failures) or raise")
+        _check_choice("on_image_error", out.on_image_error, ON_IMAGE_ERROR,
+                      "use skip (embed what can be read, list the failures) or raise")
         _check_crop(out.crop)
         rounds = out.train.rounds
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
             raise InputError(None, f"embed option train.rounds is {rounds!r}",
                              "give a whole number of training rounds, 1 or more")
         _check_fractions(out.train)
-        if out.train.round_start not in ROUND_START:
-            raise InputError(
-                None, f"embed option train.round_start is {out.train.round_start!r}."
-                f"{did_you_mean(str(out.train.round_start), ROUND_START)}",
-                "use fresh (each round trains a new network) or previous (each round "
-                "continues from the last round's weights)")
-        if out.train.keep not in KEEP:
-            raise InputError(
-                None, f"embed option train.keep is {out.train.keep!r}."
-                f"{did_you_mean(str(out.train.keep), KEEP)}",
-                "use best (the epoch that scored best on the validation patients) or last")
+        _check_choice("train.round_start", out.train.round_start, ROUND_START,
+                      "use fresh (each round trains a new network) or previous (each round "
+                      "continues from the last round's weights)")
+        _check_choice("train.keep", out.train.keep, KEEP,
+                      "use best (the epoch that scored best on the validation patients) or "
+                      "last")
         return out
+
+
+def _check_choice(option: str, value: Any, choices: tuple[str, ...], fix: str) -> None:
+    """An option that takes one of a few names: anything else, with the closest name."""
+    if value not in choices:
+        raise InputError(None, f"embed option {option} is {value!r}."
+                         f"{did_you_mean(str(value), choices)}", fix)
 
 
 _FRACTIONS = {
