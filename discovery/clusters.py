@@ -463,19 +463,15 @@ def _flat_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return index.knn_positions(k)
 
 
-def _exact_knn(base: np.ndarray, queries: np.ndarray, k: int,
-               batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Exact cosine kNN (unit rows), in batches: (positions, distances) sorted by distance."""
-    idx = np.empty((len(queries), k), np.int64)
-    dist = np.empty((len(queries), k), np.float32)
-    for start in range(0, len(queries), batch):
-        d = 1.0 - queries[start:start + batch] @ base.T
-        part = np.argpartition(d, k - 1, axis=1)[:, :k]
-        dd = np.take_along_axis(d, part, axis=1)
-        order = np.argsort(dd, axis=1)
-        idx[start:start + len(d)] = np.take_along_axis(part, order, axis=1)
-        dist[start:start + len(d)] = np.clip(np.take_along_axis(dd, order, axis=1), 0, 2)
-    return idx, dist
+def _exact_knn(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine kNN of unit rows (FAISS brute force): (positions, distances), nearest
+    first."""
+    import faiss
+
+    scores, idx = faiss.knn(np.ascontiguousarray(queries, np.float32),
+                            np.ascontiguousarray(base, np.float32), k,
+                            metric=faiss.METRIC_INNER_PRODUCT)
+    return idx.astype(np.int64), np.clip(1.0 - scores, 0.0, 2.0).astype(np.float32)
 
 
 def _embeddings_for(embeddings: pd.DataFrame, ids: np.ndarray) -> np.ndarray:
