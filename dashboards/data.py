@@ -4,8 +4,11 @@
 manifest when the app starts and derives the per-patient and per-lesion tables the pages
 colour and filter by. :class:`GraphAccess` opens the graph read-only on first use: one
 store per process (LadybugDB allows one database object per process, read-only ones in
-several processes at once) whose calls are serialised by a lock, because a connection's
-read transactions are per connection and the web server answers from several threads.
+several processes at once). Calls from the web server's threads run side by side: the
+embedded store gives each thread its own read-only connection and the Neo4j driver its
+own session, so one slow query does not hold up the other users; every read is stopped by
+the engine after ``PATIENTGRAPH_QUERY_TIMEOUT_S`` seconds (default 5), a limit set where
+the server starts, which users of the explorer cannot change.
 """
 
 from __future__ import annotations
@@ -32,6 +35,23 @@ LESION_FIELDS = ("coarse_type", "cluster", "long_mm", "short_mm", "loc_x", "loc_
 """Lesion properties a cohort filter can use (the graph's Lesion properties)."""
 
 T = TypeVar("T")
+QUERY_TIMEOUT_ENV = "PATIENTGRAPH_QUERY_TIMEOUT_S"
+DEFAULT_QUERY_TIMEOUT_S = 5.0
+
+
+def query_timeout_s(environ: Mapping[str, str] | None = None) -> float:
+    """The explorer's limit on each graph read, in seconds (from the environment)."""
+    raw = (os.environ if environ is None else environ).get(QUERY_TIMEOUT_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_QUERY_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.1 <= value <= 3600:
+        raise InputError(None, f"${QUERY_TIMEOUT_ENV} is not a number of seconds from 0.1 "
+                         "to 3600", f"set it to e.g. {DEFAULT_QUERY_TIMEOUT_S:g}, or unset it")
+    return value
 
 
 def type_name(code: Any) -> str:
@@ -50,10 +70,11 @@ def discover_note(workspace: Workspace | str | Path) -> str:
 
 
 class GraphAccess:
-    """The workspace graph, opened read-only on first use; calls run one at a time."""
+    """The workspace graph, opened read-only on first use, each read under a time limit."""
 
-    def __init__(self, target: str | None):
+    def __init__(self, target: str | None, timeout_s: float | None = None):
         self.target = target
+        self.timeout_s = query_timeout_s() if timeout_s is None else timeout_s
         self._lock = threading.Lock()
         self._store = None
         self._pid: int | None = None
@@ -64,20 +85,21 @@ class GraphAccess:
         return self.target is not None
 
     def run(self, fn: Callable[[Any], T]) -> T:
-        """``fn(store)`` under the lock; raises InputError when the graph cannot be opened."""
+        """``fn(store)``; raises InputError when the graph cannot be opened."""
         if self.target is None:
             raise InputError(None, "this workspace has no graph",
                              "run the graph stage: patientgraph run --workspace W --stages graph")
-        with self._lock:
-            return fn(self._open())
+        return fn(self._open())
 
     def _open(self):
         from graphdb.store import open_store
 
-        if self._store is None or self._pid != os.getpid():  # a forked worker opens its own
-            self._store = open_store(self.target, read_only=True)
-            self._pid = os.getpid()
-        return self._store
+        with self._lock:
+            if self._store is None or self._pid != os.getpid():  # a forked worker opens its own
+                self._store = open_store(self.target, read_only=True,
+                                         query_timeout_s=self.timeout_s)
+                self._pid = os.getpid()
+            return self._store
 
     def close(self) -> None:
         with self._lock:

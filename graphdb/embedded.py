@@ -2,15 +2,22 @@
 
 The graph is one database file in a folder (``W/graph/graph.lbug`` by default). Loads into
 an empty table use ``COPY ... FROM`` an Arrow table; later writes use ``LOAD FROM ...
-MERGE`` in batches. :meth:`EmbeddedStore.query` runs in a read-only transaction, and a
-store opened with ``read_only=True`` opens the database itself read-only, so several
-readers (the explorer) can share it.
+MERGE`` in batches. :meth:`EmbeddedStore.query` runs a query that passed the guard
+(:mod:`graphdb.guard`) in a read-only transaction, after the engine's own plan for it has
+passed :data:`PLAN_OPERATORS` (a second allow-list, so that the parser is not the only
+wall); a store opened with ``read_only=True`` opens the database itself read-only, so
+several readers (the explorer) can share it.
+
+Each thread gets its own connection to the one database object (LadybugDB allows one per
+process), so a slow read in one thread does not hold up another; ``query_timeout_s`` is
+set on every connection, where the engine interrupts a read that runs longer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,7 @@ from graphdb.errors import (
     GraphDatabaseNotFoundError,
     GraphQueryError,
     GraphUnavailableError,
+    QueryRefusedError,
     WriteRefusedError,
 )
 from graphdb.schema import EDGES, NODES, PATIENT, EdgeType, NodeType, edge_columns
@@ -33,8 +41,25 @@ DB_FILE = "graph.lbug"
 # Rows per LOAD FROM ... MERGE: the engine holds a whole MERGE batch in its buffer pool,
 # and 300,000 edges at once exhausted it; 50,000 keeps memory flat at full speed.
 MERGE_BATCH = 50_000
-# Statements that write files or load data even inside a read-only transaction.
-_FILE_STATEMENTS = re.compile(r"^\s*(COPY|EXPORT|IMPORT)\b", re.IGNORECASE)
+#: Operators the engine's plan of a user query may hold. Anything else (COPY_TO, a
+#: STANDALONE_CALL setting, an operator a newer engine adds) is refused before it runs.
+PLAN_OPERATORS = frozenset({
+    "RESULT_COLLECTOR", "PROJECTION", "FILTER", "FLATTEN", "LIMIT", "SKIP",
+    "MULTIPLICITY_REDUCER", "SCAN_NODE_TABLE", "SCAN_REL_TABLE", "PRIMARY_KEY_SCAN_NODE_TABLE",
+    "INDEX_LOOKUP", "QUERY_PRIMARY_KEY_LOOKUP", "EXTEND", "RECURSIVE_EXTEND",
+    "PATH_PROPERTY_PROBE", "HASH_JOIN_BUILD", "HASH_JOIN_PROBE", "INTERSECT_BUILD",
+    "INTERSECT", "CROSS_PRODUCT", "SEMI_MASKER",
+    "AGGREGATE", "AGGREGATE_SCAN", "AGGREGATE_FINALIZE", "ORDER_BY", "ORDER_BY_MERGE",
+    "ORDER_BY_SCAN", "TOP_K", "TOP_K_SCAN", "UNWIND", "DUMMY_SCAN", "DUMMY_SINK",
+    "EMPTY_RESULT", "TABLE_FUNCTION_CALL", "PARTITIONER", "COUNT_REL_TABLE",
+    "SIMPLE_AGGREGATE", "SIMPLE_AGGREGATE_SCAN", "SIMPLE_AGGREGATE_FINALIZE",
+})
+#: Table functions a plan may call: the catalogue ones, and READ_FTABLE (the engine's scan
+#: of its own intermediate results). READ_CSV, READ_PARQUET and the like are refused.
+PLAN_FUNCTIONS = frozenset({"SHOW_TABLES", "TABLE_INFO", "SHOW_CONNECTION", "DB_VERSION",
+                            "READ_FTABLE"})
+_OPERATOR = re.compile(r"([A-Z][A-Z_]*)\[\d+\]")
+_FUNCTION = re.compile(r"Function: (\w+)")
 
 ARROW_TYPES = {"STRING": pa.string(), "DOUBLE": pa.float64(), "INT64": pa.int64(),
                "BOOLEAN": pa.bool_()}
@@ -45,8 +70,10 @@ class EmbeddedStore(GraphStore):
 
     dialect = "ladybug"
 
-    def __init__(self, path: str | Path, read_only: bool = False, *, threads: int = 0):
+    def __init__(self, path: str | Path, read_only: bool = False, *, threads: int = 0,
+                 query_timeout_s: float | None = None):
         folder = Path(path)
+        self.query_timeout_s = query_timeout_s
         super().__init__(str(folder), read_only)
         db_file = folder / DB_FILE
         if read_only and not db_file.exists():
@@ -62,36 +89,76 @@ class EmbeddedStore(GraphStore):
                 folder, f"the graph database could not be opened ({_first_line(exc)})",
                 "close the program that has it open for writing (a pipeline run), or open "
                 "it read-only") from None
-        self._conn = ladybug.Connection(self._db)
+        self._local = threading.local()
+        self._connections: list[ladybug.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._closed = False
         self._ready = False
         if not read_only:
             self._prepare({})
 
+    @property
+    def _conn(self) -> ladybug.Connection:
+        """This thread's connection (made on first use, with the store's time limit)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._connections_lock:
+                if self._closed:
+                    raise GraphUnavailableError(self.target, "the graph store is closed",
+                                                "open it again with open_store")
+                conn = ladybug.Connection(self._db)
+                if self.query_timeout_s:
+                    conn.set_query_timeout(max(1, round(self.query_timeout_s * 1000)))
+                self._connections.append(conn)
+            self._local.conn = conn
+        return conn
+
     # -- reads ----------------------------------------------------------------------------
 
-    def query(self, text: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
-        if _FILE_STATEMENTS.match(text):
-            raise WriteRefusedError(self.target, "query() runs read-only queries; COPY, "
-                                    "EXPORT and IMPORT statements are refused",
-                                    "use MATCH ... RETURN")
-        self._conn.execute("BEGIN TRANSACTION READ ONLY")
+    def _query(self, text: str, params: dict[str, Any]) -> pd.DataFrame:
+        conn = self._conn
+        self._check_plan(conn, text, params)
+        conn.execute("BEGIN TRANSACTION READ ONLY")
         try:
-            result = self._conn.execute(text, dict(params or {}))
-            if isinstance(result, list):
+            result = conn.execute(text, params)
+            if isinstance(result, list):  # the guard lets one statement through; belt and braces
+                for part in result:
+                    part.close()
                 raise GraphQueryError(self.target, "query() runs one statement at a time",
                                       "send the statements one by one")
             return _frame(result)
         except RuntimeError as exc:
-            raise _query_error(self.target, exc) from None
+            raise _query_error(self.target, exc, self.query_timeout_s) from None
         finally:
             with contextlib.suppress(RuntimeError):
-                self._conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
+
+    def _check_plan(self, conn: ladybug.Connection, text: str, params: dict[str, Any]) -> None:
+        """Refuse a query whose plan holds an operator or table function off the lists."""
+        try:
+            plan = "\n".join(str(v) for v in _frame(conn.execute("EXPLAIN " + text, params))
+                             .iloc[:, 0])
+        except RuntimeError as exc:
+            raise _query_error(self.target, exc, self.query_timeout_s) from None
+        operators = set(_OPERATOR.findall(plan)) - PLAN_OPERATORS
+        functions = {f.upper() for f in _FUNCTION.findall(plan)} - PLAN_FUNCTIONS
+        if operators or functions:
+            what = ", ".join(sorted(operators | functions))
+            raise QueryRefusedError(
+                self.target, f"the query is refused: the engine would run it with {what}, "
+                "which read-only queries may not use", "write a query that only matches and "
+                "returns graph data")
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        with self._connections_lock:
+            if self._closed:
+                return
+            self._closed = True
+            for conn in self._connections:
+                with contextlib.suppress(RuntimeError):
+                    conn.close()
+            self._connections.clear()
             self._db.close()
-            self._conn = None
 
     # -- backend primitives ---------------------------------------------------------------
 
@@ -174,7 +241,7 @@ class EmbeddedStore(GraphStore):
         try:
             return _frame(self._conn.execute(text, dict(params)))
         except RuntimeError as exc:
-            raise _query_error(self.target, exc) from None
+            raise _query_error(self.target, exc, self.query_timeout_s) from None
 
     def _columns(self, node: NodeType) -> dict[str, str]:
         info = self._read(cypher.table_info(node.label), {})
@@ -203,8 +270,13 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _query_error(target: str, exc: BaseException) -> GraphQueryError:
+def _query_error(target: str, exc: BaseException,
+                 timeout_s: float | None = None) -> GraphQueryError:
     message = _first_line(exc)
+    if timeout_s and message.rstrip(".").lower() == "interrupted":
+        return GraphQueryError(target, f"the query ran longer than the limit of {timeout_s:g} s "
+                               "and was stopped", "narrow it: match from fewer nodes, add a "
+                               "WHERE or a LIMIT, avoid unconnected patterns (a, b)")
     if "read-only" in message.lower():
         return WriteRefusedError(target, f"the graph refused a write ({message})",
                                  "query() and read-only stores only read; write through the "

@@ -31,3 +31,7 @@ class GraphQueryError(InputError):
 
 class WriteRefusedError(GraphQueryError):
     """A write was attempted through a read-only query or a read-only store."""
+
+
+class QueryRefusedError(WriteRefusedError):
+    """A user query that is not one read-only statement (see :mod:`graphdb.guard`)."""

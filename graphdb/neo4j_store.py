@@ -35,6 +35,7 @@ from graphdb.errors import (
     GraphDatabaseNotFoundError,
     GraphQueryError,
     GraphUnavailableError,
+    QueryRefusedError,
     WriteRefusedError,
 )
 from graphdb.filters import compile_filters
@@ -54,6 +55,7 @@ INDEXED = (("Lesion", "coarse_type"), ("Lesion", "cluster"), ("Patient", "sex"),
            ("Patient", "age"))
 CREDENTIALS_FIX = ("export NEO4J_USER and NEO4J_PASSWORD with an account of this server "
                    "(they are read from the environment only, never from the command line)")
+_QUERY_TYPES = {"rw": "a read and write", "w": "a write", "s": "a schema change"}
 _VALUE_TYPES = {"STRING": STRING, "FLOAT": DOUBLE, "INTEGER": INT64, "BOOLEAN": BOOLEAN}
 
 # The driver logs connection trouble itself; the user gets one message from us instead.
@@ -109,8 +111,10 @@ class Neo4jStore(GraphStore):
     merge_by_key = False
 
     def __init__(self, uri: str, read_only: bool = False, *, database: str | None = None,
-                 batch_size: int = BATCH_SIZE, retry_s: float = 30.0, timeout_s: float = 10.0):
+                 batch_size: int = BATCH_SIZE, retry_s: float = 30.0, timeout_s: float = 10.0,
+                 query_timeout_s: float | None = None):
         super().__init__(redact(uri), read_only)
+        self.query_timeout_s = query_timeout_s
         parts = urlsplit(uri)
         if parts.username is not None or parts.password is not None:
             raise GraphAuthError(self.target, "the graph URI carries user info",
@@ -146,8 +150,16 @@ class Neo4jStore(GraphStore):
 
     # -- reads ----------------------------------------------------------------------------
 
-    def query(self, text: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
-        return self._read(text, params or {})
+    def _query(self, text: str, params: dict[str, Any]) -> pd.DataFrame:
+        # The server's own verdict as a second wall: its plan must be a read-only one
+        # (query type "r"); the READ access mode of _read refuses writes a third time.
+        plan = self._run_read("EXPLAIN " + text, params, neo4j.Result.consume)
+        if plan.query_type != "r":
+            raise QueryRefusedError(self.target, f"the query is refused: the server plans it "
+                                    f"as {_QUERY_TYPES.get(plan.query_type, plan.query_type)}"
+                                    ", and queries only read",
+                                    "remove the writing clauses")
+        return self._read(text, params)
 
     def cohort(self, filters: Mapping[str, Any] | None = None) -> list[str]:
         # as GraphStore.cohort, reading the one record without building a DataFrame
@@ -257,10 +269,16 @@ class Neo4jStore(GraphStore):
 
     def _read_record(self, text: str, params: Mapping[str, Any]) -> neo4j.Record | None:
         """One record of a read (no DataFrame: the cheap path for short answers)."""
+        return self._run_read(text, params, neo4j.Result.single)
+
+    def _run_read(self, text: str, params: Mapping[str, Any], transform: Callable) -> Any:
+        """A read in READ access mode (the server refuses writes), retried if transient,
+        under the store's time limit (the server ends the transaction when it passes)."""
+        query = neo4j.Query(text, timeout=self.query_timeout_s) if self.query_timeout_s else text
         try:
             return self._driver.execute_query(
-                text, dict(params), routing_=neo4j.RoutingControl.READ,
-                database_=self.database, result_transformer_=neo4j.Result.single)
+                query, dict(params), routing_=neo4j.RoutingControl.READ,
+                database_=self.database, result_transformer_=transform)
         except (Neo4jError, DriverError, OSError) as exc:
             raise self._error(exc) from None
 
@@ -273,13 +291,7 @@ class Neo4jStore(GraphStore):
             raise self._error(exc) from None
 
     def _read(self, text: str, params: Mapping[str, Any]) -> pd.DataFrame:
-        """A read in READ access mode (the server refuses writes), retried if transient."""
-        try:
-            return self._driver.execute_query(
-                text, dict(params), routing_=neo4j.RoutingControl.READ,
-                database_=self.database, result_transformer_=neo4j.Result.to_df)
-        except (Neo4jError, DriverError, OSError) as exc:
-            raise self._error(exc) from None
+        return self._run_read(text, params, neo4j.Result.to_df)
 
     def _patient_property_types(self) -> dict[str, str]:
         out = {}
@@ -303,6 +315,11 @@ class Neo4jStore(GraphStore):
                 self.target, f"the Neo4j server has no database {self.database!r}",
                 "set NEO4J_DATABASE to one of its databases (SHOW DATABASES lists them), "
                 "or unset it to use the server's default database")
+        if code.startswith("Neo.ClientError.Transaction.TransactionTimedOut"):
+            return GraphQueryError(
+                self.target, f"the query ran longer than the limit of {self.query_timeout_s:g} s "
+                "and was stopped", "narrow it: match from fewer nodes, add a WHERE or a "
+                "LIMIT, avoid unconnected patterns (a, b)")
         if code == "Neo.ClientError.Statement.AccessMode":
             return WriteRefusedError(self.target, "the query tried to write, and query() only "
                                      "reads", "write through the GraphStore write methods")

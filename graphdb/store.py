@@ -25,6 +25,7 @@ import pandas as pd
 from graphdb import cypher, frames
 from graphdb.errors import GraphQueryError, WriteRefusedError
 from graphdb.filters import compile_filters
+from graphdb.guard import check_read_query
 from graphdb.schema import (
     BIOMARKER,
     CLUSTER,
@@ -80,8 +81,9 @@ def open_store(target: str | os.PathLike, read_only: bool = False, **options: An
     """Open the graph at ``target`` (a folder, or a Neo4j URI).
 
     ``read_only`` refuses every write; the explorer opens stores this way. ``options`` go
-    to the backend: ``database``, ``batch_size``, ``retry_s``, ``timeout_s`` for Neo4j;
-    ``threads`` for the embedded store. Connection problems raise a
+    to the backend: ``database``, ``batch_size``, ``retry_s``, ``timeout_s`` (connecting)
+    for Neo4j; ``threads`` for the embedded store; ``query_timeout_s`` for both (a limit on
+    every read, enforced by the engine; the explorer sets it). Connection problems raise a
     :class:`~graphdb.errors.GraphConnectionError` with one clear message.
     """
     if is_server_uri(target):
@@ -225,13 +227,26 @@ class GraphStore(abc.ABC):
 
     # -- reads ----------------------------------------------------------------------------
 
-    @abc.abstractmethod
-    def query(self, text: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
-        """Run a read-only Cypher query with parameters; a write is refused.
+    def query(self, text: str, params: Mapping[str, Any] | None = None, *,
+              max_rows: int | None = None) -> pd.DataFrame:
+        """Run one read-only Cypher query with parameters; anything else is refused.
 
-        Raises :class:`~graphdb.errors.WriteRefusedError` for a write and
-        :class:`~graphdb.errors.GraphQueryError` for a query the database rejects.
+        The text must pass :func:`graphdb.guard.check_read_query` (one statement of
+        reading clauses, allow-listed procedures and functions) before it reaches the
+        engine, which then runs it read-only as well. ``max_rows`` makes the engine stop
+        after that many rows. A store opened with ``query_timeout_s`` stops any read that
+        runs longer.
+
+        Raises :class:`~graphdb.errors.QueryRefusedError` for a query outside the allow-list,
+        :class:`~graphdb.errors.WriteRefusedError` for a write the engine refuses and
+        :class:`~graphdb.errors.GraphQueryError` for a query the database rejects or stops.
         """
+        checked = check_read_query(text, max_rows=max_rows, target=self.target)
+        return self._query(checked.text, dict(params or {}))
+
+    @abc.abstractmethod
+    def _query(self, text: str, params: dict[str, Any]) -> pd.DataFrame:
+        """Run a query that passed the guard, read-only, under the store's time limit."""
 
     def similar_patients(self, patient_id: str, k: int = 10,
                          where: Mapping[str, Any] | None = None) -> pd.DataFrame:

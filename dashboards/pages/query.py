@@ -1,7 +1,9 @@
 """Query: a read-only Cypher box over the graph, results as a table.
 
-Queries run through ``GraphStore.query``, which runs them in a read-only transaction and
-refuses writes; the explorer opened the graph read-only besides.
+Queries run through ``GraphStore.query``: the guard (:mod:`graphdb.guard`) accepts one
+read-only statement and nothing else, the engine stops after ``MAX_ROWS`` + 1 rows (so the
+page can say there were more) and after the explorer's time limit; the explorer opened the
+graph read-only besides.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from dashboards.context import Explorer, guarded
 from dashboards.pages import data_table, error, note
+from graphdb.guard import ACCEPTED
 
 MAX_ROWS = 1000
 EXAMPLE = ("MATCH (p:Patient)-[:HAS_STUDY]->(:Study)-[:HAS_LESION]->(l:Lesion)\n"
@@ -22,18 +25,19 @@ EXAMPLE = ("MATCH (p:Patient)-[:HAS_STUDY]->(:Study)-[:HAS_LESION]->(l:Lesion)\n
            "ORDER BY liver_lesions DESC LIMIT 20")
 
 
-def run_query(explorer: Explorer, text: str) -> tuple[pd.DataFrame, int]:
-    """The first ``MAX_ROWS`` rows of a read-only query and the total row count."""
-    result = explorer.data.graph.run(lambda store: store.query(text))
-    return _plain(result.head(MAX_ROWS)), len(result)
+def run_query(explorer: Explorer, text: str) -> tuple[pd.DataFrame, bool]:
+    """The first ``MAX_ROWS`` rows of a read-only query, and whether there were more."""
+    result = explorer.data.graph.run(lambda store: store.query(text, max_rows=MAX_ROWS + 1))
+    return _plain(result.head(MAX_ROWS)), len(result) > MAX_ROWS
 
 
 def layout(explorer: Explorer, state: dict[str, Any]) -> html.Div:
     graph = explorer.data.graph
     return html.Div([
         html.H3("Query the graph"),
-        html.Div("Read-only Cypher (LadybugDB dialect) over Patient, Study, Lesion, Cluster "
-                 "and Biomarker nodes. Writes are refused.", style={"color": "#666"}),
+        html.Div(f"Cypher over Patient, Study, Lesion, Cluster and Biomarker nodes: {ACCEPTED}. "
+                 f"At most {MAX_ROWS} rows are shown; a query is stopped after "
+                 f"{graph.timeout_s:g} s.", style={"color": "#666"}),
         note("This workspace has no graph: run the graph stage.") if not graph.available
         else None,
         dcc.Textarea(id="query-text", value=EXAMPLE,
@@ -54,9 +58,9 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
             return no_update, no_update
         if not text or not text.strip():
             return None, note("Write a query first.")
-        rows, total = run_query(explorer, text)
-        shown = (f"{total} rows" if total <= MAX_ROWS
-                 else f"{total} rows; showing the first {MAX_ROWS}")
+        rows, more = run_query(explorer, text)
+        shown = (f"more than {MAX_ROWS} rows; showing the first {MAX_ROWS}" if more
+                 else f"{len(rows)} rows")
         return data_table("query-table", rows, page_size=20), html.Span(
             shown, id="query-count")
 
