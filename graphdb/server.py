@@ -153,8 +153,16 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _private_dir(path: Path) -> None:
+    """Make ``path`` (and missing parents) a folder only its owner can enter: it holds
+    patient data, the server's log and the hash of its password."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.touch(mode=0o600)
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -424,7 +432,7 @@ def start(data_dir: str | os.PathLike | None = None, port: int | None = None,
     data folder has one already. Raises :class:`ServerError` with the reason and the fix.
     """
     h = state_home(home)
-    h.mkdir(parents=True, exist_ok=True)
+    _private_dir(h)
     explicit_port = port is not None or bool(os.environ.get("NEO4J_PORT", "").strip())
     port = _port(port)
     data = Path(data_dir).expanduser().absolute() if data_dir is not None else h / "data"
@@ -455,10 +463,12 @@ def start(data_dir: str | os.PathLike | None = None, port: int | None = None,
             )
         java = java_executable()
         build_dir, build_s = ensure_built()
-        data.mkdir(parents=True, exist_ok=True)
+        _private_dir(data)
         cmd = _java_command(java, build_dir, data, port, reset_password)
         env = {**os.environ, "NEO4J_PASSWORD": password}
         log_path = h / LOG_FILE
+        log_path.touch(mode=0o600)
+        log_path.chmod(0o600)
         with open(log_path, "ab") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} start port={port} "
                       f"data={data}\n".encode())
@@ -467,7 +477,7 @@ def start(data_dir: str | os.PathLike | None = None, port: int | None = None,
             t0 = time.monotonic()
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=env, cwd=h, start_new_session=True, close_fds=True,
+                env=env, cwd=h, start_new_session=True, close_fds=True, umask=0o077,
             )
         _CHILDREN[proc.pid] = proc
         _write_atomic(h / PID_FILE, f"{proc.pid}\n")
