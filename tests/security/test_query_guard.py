@@ -102,7 +102,7 @@ def test_every_attack_is_refused_by_the_store_and_changes_nothing(graph, read_on
     with open_store(graph.target, read_only=read_only, query_timeout_s=5) as store:
         before = store.stats()
         refused = 0
-        for name, query in ATTACKS:
+        for _name, query in ATTACKS:
             with pytest.raises(QueryRefusedError):
                 store.query(_text(query, tmp_path))
             refused += 1
