@@ -90,7 +90,7 @@ class EmbeddedStore(GraphStore):
                 "close the program that has it open for writing (a pipeline run), or open "
                 "it read-only") from None
         self._local = threading.local()
-        self._connections: list[ladybug.Connection] = []
+        self._connections: dict[threading.Thread, ladybug.Connection] = {}
         self._connections_lock = threading.Lock()
         self._closed = False
         self._ready = False
@@ -99,17 +99,24 @@ class EmbeddedStore(GraphStore):
 
     @property
     def _conn(self) -> ladybug.Connection:
-        """This thread's connection (made on first use, with the store's time limit)."""
+        """This thread's connection (made on first use, with the store's time limit).
+
+        Connections of threads that have ended are closed here, so a server that starts a
+        thread per request (Flask's development server) does not gather them.
+        """
         conn = getattr(self._local, "conn", None)
         if conn is None:
             with self._connections_lock:
                 if self._closed:
                     raise GraphUnavailableError(self.target, "the graph store is closed",
                                                 "open it again with open_store")
+                for thread in [t for t in self._connections if not t.is_alive()]:
+                    with contextlib.suppress(RuntimeError):
+                        self._connections.pop(thread).close()
                 conn = ladybug.Connection(self._db)
                 if self.query_timeout_s:
                     conn.set_query_timeout(max(1, round(self.query_timeout_s * 1000)))
-                self._connections.append(conn)
+                self._connections[threading.current_thread()] = conn
             self._local.conn = conn
         return conn
 
@@ -154,7 +161,7 @@ class EmbeddedStore(GraphStore):
             if self._closed:
                 return
             self._closed = True
-            for conn in self._connections:
+            for conn in self._connections.values():
                 with contextlib.suppress(RuntimeError):
                     conn.close()
             self._connections.clear()

@@ -222,3 +222,16 @@ def test_reads_the_explorer_needs_still_pass(graph):
     with open_store(graph.target, read_only=True, query_timeout_s=5) as store:
         for text in reads:
             store.query(text, max_rows=1001)
+
+
+def test_connections_of_ended_threads_are_closed(tmp_path):
+    """A thread per request (the development server) must not gather connections."""
+    with open_store(tmp_path / "graph"):
+        pass  # an empty graph: the schema is all the query needs
+    with open_store(tmp_path / "graph", read_only=True) as store:
+        for _ in range(20):
+            thread = threading.Thread(target=lambda: store.query("RETURN 1 AS one"))
+            thread.start()
+            thread.join()
+        store.query("RETURN 1 AS one")
+        assert len(store._connections) <= 2
