@@ -25,7 +25,7 @@ from dashboards.pages import (
     patient,
     query,
 )
-from dashboards.security import AuthConfig, AuthMiddleware
+from dashboards.security import AuthConfig, HttpPolicy, protect
 from patientgraph.workspace import Workspace
 
 PAGES = {
@@ -43,11 +43,12 @@ NAV_LINK = {"marginRight": "18px", "textDecoration": "none", "fontWeight": 600}
 
 
 def create_app(workspace: str | Path | Workspace, *, graph: str | None = None,
-               auth: AuthConfig | None = None) -> dash.Dash:
+               auth: AuthConfig | None = None, http: HttpPolicy | None = None) -> dash.Dash:
     """The explorer on ``workspace`` (files and graph opened read-only).
 
     ``graph`` overrides where the graph is (a folder or a Neo4j URI); ``auth`` turns on
-    token or basic auth for every request (see :mod:`dashboards.security`).
+    token or basic auth for every request; ``http`` says which Host names it answers to
+    (default: loopback names only). See :mod:`dashboards.security`.
     """
     explorer = Explorer(ExplorerData.load(workspace, graph=graph))
     app = dash.Dash(__name__, title="PatientGraph explorer", update_title=None,
@@ -59,8 +60,9 @@ def create_app(workspace: str | Path | Workspace, *, graph: str | None = None,
     _register_routing(app, explorer)
     for _, module in PAGES.values():
         module.register(app, explorer)
-    if auth is not None and auth.enabled:
-        app.server.wsgi_app = AuthMiddleware(app.server.wsgi_app, auth)
+    app.server.wsgi_app = protect(
+        app.server.wsgi_app, auth, http, callbacks=lambda: app.callback_map,
+        callback_path=app.config.routes_pathname_prefix + "_dash-update-component")
     app.server.config["explorer"] = explorer
     return app
 

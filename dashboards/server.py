@@ -9,25 +9,33 @@ threads; the graph is then shared by the threads of one process under a lock (se
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from dashboards.security import auth_from_env, check_host
+from dashboards.security import auth_from_env, bind_address, check_host, http_policy_from_env
 from patientgraph.errors import InputError
 
 
 def serve(workspace: str | Path, *, host: str = "127.0.0.1", port: int = 8050,
           workers: int | None = None, graph: str | None = None,
           environ: Mapping[str, str] | None = None,
+          allowed_hosts: Iterable[str] = (),
           echo: Callable[[str], None] = print) -> None:
-    """Check the host and credentials, load the workspace and serve until interrupted."""
+    """Check the host and credentials, load the workspace and serve until interrupted.
+
+    The explorer answers only to Host headers that name ``host`` (and the localhost names
+    when that is loopback or a wildcard), ``allowed_hosts`` or ``$PATIENTGRAPH_ALLOWED_HOSTS``
+    (e.g. a reverse proxy's public name); a localhost name is served on 127.0.0.1.
+    """
     auth = auth_from_env(environ)
     check_host(host, auth)
+    http = http_policy_from_env(host, environ, allowed_hosts)
     if workers is not None and workers < 1:
         raise InputError(None, f"--workers is {workers}", "give --workers 1 or more")
     from dashboards.app import create_app
 
-    app = create_app(workspace, graph=graph, auth=auth)
+    host = bind_address(host)
+    app = create_app(workspace, graph=graph, auth=auth, http=http)
     shown = f"[{host}]" if ":" in host else host
     guard = ("token" if auth.token else "") + (" and " if auth.token and auth.user else "") + (
         "basic auth" if auth.user else "")
