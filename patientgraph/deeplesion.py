@@ -90,13 +90,16 @@ class _Reader:
             raise InputError(path, "the table has no rows", "point --info at a DL_info.csv "
                              "with at least one lesion")
 
-    def fail(self, mask: np.ndarray | pd.Series, column: str, problem: Callable[[Any], str],
-             fix: str) -> None:
+    def fail(self, mask: np.ndarray | pd.Series, column: str,
+             problem: str | Callable[[int], str], fix: str) -> None:
+        """Raise for the first row in ``mask``. ``problem`` (or ``problem(row)``) says what
+        is wrong in general terms: a cell's value is never quoted (it may identify a
+        patient: a File_name holds the patient number, a shifted row free text)."""
         mask = np.asarray(mask, dtype=bool)
         if mask.any():
             rows = np.flatnonzero(mask)
-            value = self.raw[column].iloc[rows[0]] if column in self.raw else None
-            raise InputError(self.path, problem(value), fix, row=int(rows[0]), column=column,
+            text = problem(int(rows[0])) if callable(problem) else problem
+            raise InputError(self.path, text, fix, row=int(rows[0]), column=column,
                              more=len(rows) - 1)
 
     def numbers(self, column: str, *, integer: bool = False, allow_missing: bool = False,
@@ -104,7 +107,7 @@ class _Reader:
         s = self.raw[column]
         missing = ingest.is_missing(s)
         if not allow_missing:
-            self.fail(missing, column, lambda v: "the value is empty", fix)
+            self.fail(missing, column, "the value is empty", fix)
         values = ingest.to_number(s, self.source, column, integer=integer, fix=fix)
         return values.to_numpy(dtype=float)
 
@@ -118,20 +121,27 @@ class _Reader:
                f"\"{', '.join(['1.5'] * n)}\"")
         bad_count = (counts != n) & ~(empty & optional)
         self.fail(bad_count, column,
-                  lambda v: f"value {v!r} does not hold {n} comma-separated numbers", fix)
+                  lambda row: "the cell is empty" if empty[row]
+                  else f"the cell holds {_entries(counts[row])}, not {n}", fix)
         out = np.full((len(s), n), np.nan)
         ok = ~(empty & optional)
         if ok.any():
             flat = pd.to_numeric(
                 pd.Series([x.strip() for p in parts[ok] for x in p]), errors="coerce"
             ).to_numpy().reshape(-1, n)
-            bad = ~np.isfinite(flat).all(axis=1)
+            finite = np.isfinite(flat)
             full_bad = np.zeros(len(s), dtype=bool)
-            full_bad[np.flatnonzero(ok)[bad]] = True
-            self.fail(full_bad, column, lambda v: f"value {v!r} has an entry that is not a "
+            full_bad[np.flatnonzero(ok)[~finite.all(axis=1)]] = True
+            where = np.full(len(s), -1)
+            where[np.flatnonzero(ok)] = np.argmin(finite, axis=1)
+            self.fail(full_bad, column, lambda row: f"entry {where[row] + 1} of {n} is not a "
                       "number", fix)
             out[ok] = flat
         return out
+
+
+def _entries(n: int) -> str:
+    return "1 comma-separated value" if n == 1 else f"{n} comma-separated values"
 
 
 def read_dl_info(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Source]:
@@ -143,7 +153,7 @@ def read_dl_info(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     names = raw["File_name"].astype(str).str.strip()
     parsed = names.str.extract(_FILE_NAME)
     r.fail(parsed[0].isna(), "File_name",
-           lambda v: f"{v!r} is not a DeepLesion file name",
+           "the value is not a DeepLesion file name",
            "file names look like 000001_01_01_109.png (patient_study_series_slice.png)")
     pidx = r.numbers("Patient_index", integer=True, fix="Patient_index is a positive integer")
     sidx = r.numbers("Study_index", integer=True, fix="Study_index is a positive integer")
@@ -152,7 +162,7 @@ def read_dl_info(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     for col, part, values in (("Patient_index", 0, pidx), ("Study_index", 1, sidx),
                               ("Series_ID", 2, series), ("Key_slice_index", 3, key)):
         r.fail(parsed[part].astype(float).to_numpy() != values, col,
-               lambda v, c=col: f"{c} {v!r} does not match File_name",
+               f"{col} does not match File_name",
                "File_name is built from Patient_index, Study_index, Series_ID and "
                "Key_slice_index; correct whichever is wrong")
 
@@ -166,16 +176,16 @@ def read_dl_info(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     windows = r.lists("DICOM_windows")
 
     r.fail((spacing <= 0).any(axis=1), "Spacing_mm_px_",
-           lambda v: f"spacing {v!r} is not positive", "spacing is in mm and above zero")
+           "a spacing is not positive", "spacing is in mm and above zero")
     r.fail((size <= 0).any(axis=1) | (size != np.round(size)).any(axis=1), "Image_size",
-           lambda v: f"image size {v!r} is not two positive whole numbers",
+           "the image size is not two positive whole numbers",
            "write the slice size as \"width, height\" in pixels")
     width, height = size[:, 0], size[:, 1]
     r.fail((diam[:, 0] <= 0) | (diam[:, 1] < 0) | (diam[:, 1] > diam[:, 0] + 1e-6),
-           "Lesion_diameters_Pixel_", lambda v: f"diameters {v!r} are not long >= short > 0",
+           "Lesion_diameters_Pixel_", "the diameters are not long >= short > 0",
            "give the long then the short RECIST diameter in pixels")
     r.fail(((loc < 0) | (loc > 1)).any(axis=1), "Normalized_lesion_location",
-           lambda v: f"location {v!r} is outside [0, 1]",
+           "the location is outside [0, 1]",
            "normalised locations are fractions of the body extent, between 0 and 1")
     eps = 0.5
     outside = (
@@ -184,44 +194,44 @@ def read_dl_info(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
         | (bbox[:, 2] <= bbox[:, 0]) | (bbox[:, 3] <= bbox[:, 1])
     )
     r.fail(outside, "Bounding_boxes",
-           lambda v: f"box {v!r} is not inside the image or has x2 <= x1 or y2 <= y1",
+           "the box is not inside the image or has x2 <= x1 or y2 <= y1",
            "boxes are 1-based x1, y1, x2, y2 with x1 < x2 <= width and y1 < y2 <= height "
            "(Image_size); check the coordinates and the Image_size of the row")
     xs, ys = recist[:, 0::2], recist[:, 1::2]
     r.fail((xs < -eps).any(axis=1) | (ys < -eps).any(axis=1)
            | (xs > width[:, None] - 1 + eps).any(axis=1)
            | (ys > height[:, None] - 1 + eps).any(axis=1),
-           "Measurement_coordinates", lambda v: f"points {v!r} lie outside the image",
+           "Measurement_coordinates", "a point lies outside the image",
            "RECIST points are 1-based pixel coordinates inside Image_size")
     r.fail((srange[:, 0] > key) | (key > srange[:, 1]), "Slice_range",
-           lambda v: f"range {v!r} does not contain Key_slice_index",
+           "the range does not contain Key_slice_index",
            "Slice_range is \"first, last\" of the slices around the key slice")
 
     ctype = r.numbers("Coarse_lesion_type", integer=True, fix="use 1-8, or -1 for unknown")
     r.fail(~np.isin(ctype, [-1, 1, 2, 3, 4, 5, 6, 7, 8]), "Coarse_lesion_type",
-           lambda v: f"type {v!r} is not one of -1, 1..8", "use 1-8, or -1 for unknown")
+           "the type is not one of -1, 1..8", "use 1-8, or -1 for unknown")
     noisy = r.numbers("Possibly_noisy", integer=True, fix="Possibly_noisy is 0 or 1")
-    r.fail(~np.isin(noisy, [0, 1]), "Possibly_noisy", lambda v: f"{v!r} is not 0 or 1",
+    r.fail(~np.isin(noisy, [0, 1]), "Possibly_noisy", "the value is not 0 or 1",
            "Possibly_noisy is 0 or 1")
     split = r.numbers("Train_Val_Test", integer=True, fix="Train_Val_Test is 1, 2 or 3")
-    r.fail(~np.isin(split, [1, 2, 3]), "Train_Val_Test", lambda v: f"{v!r} is not 1, 2 or 3",
+    r.fail(~np.isin(split, [1, 2, 3]), "Train_Val_Test", "the value is not 1, 2 or 3",
            "Train_Val_Test is 1 (train), 2 (validation) or 3 (test)")
     age = r.numbers("Patient_age", allow_missing=True,
                     fix="Patient_age is a number of years, or empty when unknown")
-    r.fail((age < 0) | (age > 130), "Patient_age", lambda v: f"age {v!r} is out of range",
+    r.fail((age < 0) | (age > 130), "Patient_age", "the age is out of range",
            "Patient_age is in years, between 0 and 130")
     sex = raw["Patient_gender"].astype(str).str.strip().str.upper()
     sex_missing = ingest.is_missing(raw["Patient_gender"]).to_numpy()
     r.fail(~sex.isin(["M", "F"]).to_numpy() & ~sex_missing, "Patient_gender",
-           lambda v: f"{v!r} is not M or F", "write M or F, or leave it empty when unknown")
+           "the value is not M or F", "write M or F, or leave it empty when unknown")
 
     dup = raw.duplicated(keep="first").to_numpy()
-    r.fail(dup, "File_name", lambda v: f"this row repeats an earlier row for {v!r} exactly",
+    r.fail(dup, "File_name", "this row repeats an earlier row exactly",
            "remove the duplicate row")
     same = pd.DataFrame({"f": names, "m": raw["Measurement_coordinates"]}).duplicated()
     r.fail(same.to_numpy(), "Measurement_coordinates",
-           lambda v: "this lesion (same File_name and measurement) is already on an earlier "
-           "row", "remove the duplicate row, or correct its Measurement_coordinates")
+           "this lesion (same File_name and measurement) is already on an earlier row",
+           "remove the duplicate row, or correct its Measurement_coordinates")
 
     pid = pd.Series(pidx.astype(int)).map(patient_id)
     study_id = pid + "_" + pd.Series(sidx.astype(int)).map("{:02d}".format)
@@ -284,8 +294,8 @@ def _check_consistent(r: _Reader, rows: pd.DataFrame, key: str, col: str, raw_co
     first = present.groupby(key)[col].transform("first")
     bad = np.zeros(len(rows), dtype=bool)
     bad[present.index[(present[col] != first).to_numpy()]] = True
-    r.fail(bad, raw_col, lambda v: f"{raw_col} {v!r} differs from an earlier row of the "
-           "same patient", f"give each patient one {raw_col}")
+    r.fail(bad, raw_col, f"{raw_col} differs from an earlier row of the same patient",
+           f"give each patient one {raw_col}")
 
 
 def check_images(lesions: pd.DataFrame, images: Path, info: Path, progress=None) -> None:
@@ -316,21 +326,21 @@ def check_images(lesions: pd.DataFrame, images: Path, info: Path, progress=None)
     for (_, row), res in zip(refs.iterrows(), results, strict=True):
         if isinstance(res, InputError):
             raise InputError(
-                info, f"key slice {row['image_ref']}: {res.problem}", res.fix,
+                info, f"the key slice of the row (under --images): {res.problem}", res.fix,
                 row=int(row["source_row"]), column="File_name",
             )
         mode, w, h = res
         if mode not in PNG_16BIT_MODES:
             raise InputError(
-                info, f"key slice {row['image_ref']} is an image of mode {mode}, not a "
-                "16-bit grayscale PNG (8-bit or colour slices have lost the Hounsfield units)",
+                info, f"the key slice of the row is an image of mode {mode}, not a 16-bit "
+                "grayscale PNG (8-bit or colour slices have lost the Hounsfield units)",
                 "use the original 16-bit slices of Images_png, or export slices as 16-bit "
                 "PNG holding HU + 32768", row=int(row["source_row"]), column="File_name",
             )
         if (w, h) != (row["image_w"], row["image_h"]):
             raise InputError(
-                info, f"Image_size says {row['image_w']} x {row['image_h']} but the key "
-                f"slice {row['image_ref']} is {w} x {h} pixels",
+                info, f"Image_size does not match the key slice of the row, which is {w} x "
+                f"{h} pixels",
                 "correct Image_size (width, height) to the size of the PNG",
                 row=int(row["source_row"]), column="Image_size",
             )

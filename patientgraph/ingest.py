@@ -4,6 +4,10 @@ Records, outcomes and study days come as CSV or Parquet keyed by ``Patient_index
 DeepLesion convention) or ``patient_id``. Adapters turn their imaging input into the
 patients, studies and lesions tables, then call :func:`commit_cohort`, which validates all
 five tables together and writes them into the workspace in one atomic swap.
+
+Errors name the file, row, column and the fix and say what is wrong in general terms; they
+never quote a cell (a record cell may hold free text with a record number, and ids and image
+paths identify patients), only column names, which the user wrote in the header.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def to_number(
         kind = "a whole number" if integer else "a number"
         raise InputError(
             source.file,
-            f"value {s.loc[idx[0]]!r} is not {kind}",
+            f"the value is not {kind}",
             fix,
             row=source.row_of(idx[0]),
             column=column,
@@ -150,7 +154,7 @@ def _covariate(s: pd.Series, source: Source, col: str) -> pd.Series:
         stray = present.index[numeric.isna().to_numpy()]
         raise InputError(
             source.file,
-            f"column is numeric except for value {s.loc[stray[0]]!r}",
+            "the column holds numbers, but this cell is not a number",
             "leave the cell empty (or write NA) where the value is missing, or correct it",
             row=source.row_of(stray[0]),
             column=col,
@@ -199,7 +203,7 @@ def read_outcomes(
     if (time < 0).any():
         idx = raw.index[(time < 0).to_numpy()]
         raise InputError(
-            path, f"follow-up time {raw.loc[idx[0], time_col]!r} is negative",
+            path, "the follow-up time is negative",
             "time is days from the first study to the event or censoring; it cannot be "
             "negative (check the date arithmetic)",
             row=source.row_of(idx[0]), column=time_col, more=len(idx) - 1,
@@ -208,7 +212,7 @@ def read_outcomes(
     if bad.any():
         idx = raw.index[bad.to_numpy()]
         raise InputError(
-            path, f"event {raw.loc[idx[0], event_col]!r} is not 0 or 1",
+            path, "the event is not 0 or 1",
             "code the event as 1 (event observed) or 0 (censored)",
             row=source.row_of(idx[0]), column=event_col, more=len(idx) - 1,
         )
@@ -236,7 +240,7 @@ def read_study_days(
     day = to_number(raw["day"], source, "day", fix="give the study day as a number of days")
     if (day < 0).any():
         idx = raw.index[(day < 0).to_numpy()]
-        raise InputError(path, f"day {raw.loc[idx[0], 'day']!r} is negative",
+        raise InputError(path, "the day is negative",
                          "day counts from the patient's first study, which is day 0",
                          row=source.row_of(idx[0]), column="day", more=len(idx) - 1)
     out = pd.DataFrame({"patient_id": pid.astype(str), "study_index": study, "day": day},

@@ -178,18 +178,28 @@ def validate(table: str, df: pd.DataFrame, source: Source) -> pd.DataFrame:
         row = None if index is None or pd.isna(index) else source.row_of(index)
         same = cases[(cases["column"] == first["column"]) & (cases["check"] == first["check"])]
         check = str(first.get("check"))
-        value = first.get("failure_case")
-        problem = f"{table} table fails the check '{check}'"
-        if value is not None and not (isinstance(value, float) and np.isnan(value)):
-            problem += f" with value {value!r}"
+        # failure_case holds the offending cell, which may be a patient id or a clinical
+        # value: the message says what is wrong in general terms and never quotes it.
         raise InputError(
             source.file,
-            problem,
+            f"{table} table fails the check '{check}': {_problem_for(check)}",
             _fix_for(table, column, check),
             row=row,
             column=source.column_of(column),
             more=max(len(same) - 1, 0),
         ) from None
+
+
+def _problem_for(check: str) -> str:
+    if "unique" in check or "duplicate" in check:
+        return "the value appears on more than one row"
+    if "column_in_dataframe" in check or "column_in_schema" in check:
+        return "the column is missing"
+    if "dtype" in check:
+        return "the column holds values of another type"
+    if "not_nullable" in check:
+        return "the value is empty"
+    return "the value is not allowed"
 
 
 def _fix_for(table: str, column: str | None, check: str) -> str:
@@ -219,7 +229,7 @@ def check_references(
         idx = child.index[unknown.to_numpy()]
         raise InputError(
             source.file,
-            f"{key} {child.loc[idx[0], key]!r} is not a {parent_name} of this cohort",
+            f"the {parent_name} of this row is not in this cohort",
             fix,
             row=source.row_of(idx[0]),
             column=source.column_of(key),

@@ -97,7 +97,7 @@ def read_lesion_table(path: Path, progress=None) -> tuple[pd.DataFrame, pd.DataF
     bad = ~coords.isin(["voxel", "world"])
     if bad.any():
         idx = raw.index[bad.to_numpy()]
-        raise InputError(path, f"coords {raw.loc[idx[0], 'coords']!r} is not voxel or world",
+        raise InputError(path, "coords is not voxel or world",
                          "write voxel (0-based i, j, k) or world (LPS mm)",
                          row=source.row_of(idx[0]), column="coords", more=len(idx) - 1)
 
@@ -124,8 +124,7 @@ def read_lesion_table(path: Path, progress=None) -> tuple[pd.DataFrame, pd.DataF
     inverted = window["window_hi"] <= window["window_lo"]
     if inverted.any():
         idx = raw.index[inverted.to_numpy()]
-        raise InputError(path, f"window_hi {raw.loc[idx[0], 'window_hi']!r} is not above "
-                         f"window_lo {raw.loc[idx[0], 'window_lo']!r}",
+        raise InputError(path, "window_hi is not above window_lo",
                          "window_lo is the lower bound in HU, window_hi the upper",
                          row=source.row_of(idx[0]), column="window_hi", more=len(idx) - 1)
     for col, values, ok, fix in (
@@ -137,7 +136,7 @@ def read_lesion_table(path: Path, progress=None) -> tuple[pd.DataFrame, pd.DataF
         bad = values.notna() & ~ok
         if bad.any():
             idx = raw.index[bad.to_numpy()]
-            raise InputError(path, f"value {raw.loc[idx[0], col]!r} is out of range", fix,
+            raise InputError(path, "the value is out of range", fix,
                              row=source.row_of(idx[0]), column=col, more=len(idx) - 1)
 
     base = path.parent
@@ -151,15 +150,15 @@ def read_lesion_table(path: Path, progress=None) -> tuple[pd.DataFrame, pd.DataF
         if not Path(image).exists() or fmt == "unknown":
             problem = ("the image does not exist" if not Path(image).exists()
                        else "the image is neither a NIfTI file nor a DICOM folder")
-            raise InputError(path, f"{problem}: {raw.loc[idx, 'image']}",
+            raise InputError(path, problem,
                              "point image at a .nii/.nii.gz file or a DICOM series folder "
                              "(relative paths are relative to the lesions table)",
                              row=source.row_of(idx), column="image")
         try:
             headers[image] = volume_header(image)
         except InputError as exc:
-            raise InputError(path, f"the image {raw.loc[idx, 'image']} cannot be read: "
-                             f"{exc.problem}", exc.fix, row=source.row_of(idx),
+            raise InputError(path, f"the image cannot be read: {exc.problem}", exc.fix,
+                             row=source.row_of(idx),
                              column="image") from None
         if progress is not None:
             progress(n + 1, len(images))
@@ -177,9 +176,8 @@ def read_lesion_table(path: Path, progress=None) -> tuple[pd.DataFrame, pd.DataF
         inside = (-0.5 <= ijk[0] <= ni - 0.5) and (-0.5 <= ijk[1] <= nj - 0.5) and (
             -0.5 <= ijk[2] <= nk - 0.5)
         if not inside:
-            raise InputError(path, f"the lesion centre ({point[0]:g}, {point[1]:g}, "
-                             f"{point[2]:g}) in {coords[idx]} coordinates lies outside the "
-                             f"image ({ni} x {nj} x {nk} voxels)",
+            raise InputError(path, f"the lesion centre (x, y, z) in {coords[idx]} "
+                             f"coordinates lies outside the image ({ni} x {nj} x {nk} voxels)",
                              "check x, y, z and whether they are voxel or world (LPS mm) "
                              "coordinates (column coords)", row=source.row_of(idx), column="x")
         sx, sy, sz = (float(v) for v in hdr.spacing)
@@ -225,7 +223,7 @@ def read_lesion_table(path: Path, progress=None) -> tuple[pd.DataFrame, pd.DataF
     bad = sex.notna() & ~sex.isin(["M", "F"])
     if bad.any():
         idx = raw.index[bad.to_numpy()]
-        raise InputError(path, f"sex {raw.loc[idx[0], 'sex']!r} is not M or F",
+        raise InputError(path, "sex is not M or F",
                          "write M or F, or leave it empty", row=source.row_of(idx[0]),
                          column="sex", more=len(idx) - 1)
     per_row = pd.DataFrame({"patient_id": lesions["patient_id"], "study_id":
@@ -235,7 +233,7 @@ def read_lesion_table(path: Path, progress=None) -> tuple[pd.DataFrame, pd.DataF
     if (owners > 1).any():
         sid = owners[owners > 1].index[0]
         idx = per_row.index[per_row["study_id"] == sid][-1]
-        raise InputError(path, f"study {sid!r} belongs to more than one patient",
+        raise InputError(path, "this study_id belongs to more than one patient",
                          "give each study an id of its own", row=source.row_of(idx),
                          column="study_id")
     studies = (per_row.groupby("study_id", sort=False)

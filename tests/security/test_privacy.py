@@ -1,0 +1,148 @@
+"""No patient identifiers, cell values or image paths in errors beyond what the user typed.
+
+Ingest errors name the file, row, column and fix but never quote a cell (a records cell may
+hold free text with a record number).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ingest_args, run_cli
+from tests.test_table_ingest import write_volume
+
+SECRET = "5550123"
+MARKER = f"MRN-{SECRET}"
+
+
+def edit_csv(path: Path, row: int, column: str, value: str) -> None:
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table.loc[row, column] = value
+    table.to_csv(path, index=False)
+
+
+def assert_refused_privately(res, file: str, row: int | None, column: str) -> str:
+    """Exit 2 with one message naming file, row and column, quoting no secret."""
+    assert res.returncode == 2, res.stdout + res.stderr
+    message = " ".join(res.stderr.split())
+    assert "Traceback" not in res.stderr
+    assert file in message and f"column '{column}'" in message and "Fix:" in message
+    if row is not None:
+        assert f"row {row} (line {row + 2})" in message
+    for shown in (SECRET, f"{float(SECRET):g}"):  # the number, also as %g prints it
+        assert shown not in res.stdout + res.stderr, message
+    return message
+
+
+# -- DeepLesion ingest: DL_info.csv ----------------------------------------------------------
+
+DL_INFO_CASES = [
+    # (column, row, cell, the column the error names)
+    ("Patient_age", 4, MARKER, "Patient_age"),  # not a number
+    ("Patient_age", 0, SECRET, "Patient_age"),  # a number, out of range
+    ("Patient_gender", 2, MARKER, "Patient_gender"),
+    ("Measurement_coordinates", 1, MARKER, "Measurement_coordinates"),
+    ("Bounding_boxes", 1, f"10, 22, {MARKER}, 38", "Bounding_boxes"),
+    ("File_name", 3, f"{MARKER}.png", "File_name"),
+    ("Patient_index", 2, SECRET, "Patient_index"),  # does not match File_name
+    ("Image_size", 3, f"{SECRET}, 64", "Image_size"),  # does not match the PNG
+    ("Possibly_noisy", 5, SECRET, "Possibly_noisy"),
+]
+
+
+@pytest.mark.parametrize("column, row, cell, named", DL_INFO_CASES)
+def test_dl_info_errors_quote_no_cell(mini, tmp_path, column, row, cell, named):
+    edit_csv(mini / "DL_info.csv", row, column, cell)
+    res = run_cli(*ingest_args(mini, tmp_path / "ws"))
+    assert_refused_privately(res, "DL_info.csv", row, named)
+
+
+def test_a_missing_key_slice_is_not_named_by_its_path(mini, tmp_path):
+    (mini / "Images_png" / "000003_01_02" / "007.png").unlink()
+    res = run_cli(*ingest_args(mini, tmp_path / "ws"))
+    message = assert_refused_privately(res, "DL_info.csv", 5, "File_name")
+    assert "does not exist" in message
+    assert "000003_01_02" not in message and "007.png" not in message
+
+
+# -- records, outcomes and study days --------------------------------------------------------
+
+EXTRA_CASES = [
+    # (file, its new content, row, the column the error names)
+    ("records.csv", f"Patient_index,ldh\n1,240\n2,{MARKER}\n3,610\n", 1, "ldh"),
+    ("records.csv", f"Patient_index,ldh\n1,240\n{MARKER},300\n", 1, "Patient_index"),
+    ("records.csv", f"patient_id,ldh\n000001,240\n{MARKER},300\n", 1, "patient_id"),
+    ("records.csv", f"patient_id,ldh\n{MARKER},240\n{MARKER},300\n", 0, "patient_id"),
+    ("outcomes.csv", f"Patient_index,time_days,event\n1,730,0\n2,{MARKER},1\n", 1, "time_days"),
+    ("outcomes.csv", f"Patient_index,time_days,event\n1,730,0\n2,-{SECRET},1\n", 1,
+     "time_days"),
+    ("outcomes.csv", f"Patient_index,time_days,event\n1,730,{SECRET}\n", 0, "event"),
+    ("outcomes.csv", f"Patient_index,time_days,event\n1,730,0\n{SECRET},400,1\n", 1,
+     "Patient_index"),
+    ("studies.csv", f"Patient_index,Study_index,day\n1,1,0\n1,2,{MARKER}\n", 1, "day"),
+    ("studies.csv", f"Patient_index,Study_index,day\n1,1,0\n1,2,-{SECRET}\n", 1, "day"),
+]
+
+
+@pytest.mark.parametrize("file, content, row, named", EXTRA_CASES)
+def test_records_outcomes_and_study_errors_quote_no_cell(mini, tmp_path, file, content, row,
+                                                         named):
+    (mini / file).write_text(content)
+    res = run_cli(*ingest_args(mini, tmp_path / "ws"))
+    assert_refused_privately(res, file, row, named)
+
+
+# -- generic table ingest --------------------------------------------------------------------
+
+@pytest.fixture
+def table_archive(tmp_path) -> Path:
+    """Two valid lesions on one NIfTI volume (the volume of tests/test_table_ingest.py)."""
+    root = tmp_path / "table"
+    root.mkdir()
+    write_volume(root / "p1.nii.gz")
+    pd.DataFrame([
+        {"lesion_id": "a", "patient_id": "P1", "study_id": "S1", "image": "p1.nii.gz",
+         "coords": "voxel", "x": 30, "y": 12, "z": 6, "coarse_type": 4, "sex": "F",
+         "window_lo": -175, "window_hi": 275},
+        {"lesion_id": "b", "patient_id": "P2", "study_id": "S2", "image": "p1.nii.gz",
+         "coords": "voxel", "x": 20, "y": 10, "z": 4, "coarse_type": 5, "sex": "M",
+         "window_lo": -175, "window_hi": 275},
+    ]).to_csv(root / "lesions.csv", index=False)
+    return root
+
+
+TABLE_CASES = [
+    ("image", 1, f"{MARKER}.nii.gz", "image"),  # does not exist: the path is not quoted
+    ("coords", 1, MARKER, "coords"),
+    ("x", 1, MARKER, "x"),
+    ("x", 1, SECRET, "x"),  # outside the image
+    ("sex", 1, MARKER, "sex"),
+    ("coarse_type", 1, SECRET, "coarse_type"),
+    ("window_hi", 1, f"-{SECRET}", "window_hi"),
+    ("study_id", 1, "S1", "study_id"),  # S1 already belongs to P1
+    ("lesion_id", 1, "a", "lesion_id"),  # duplicate lesion id
+]
+
+
+@pytest.mark.parametrize("column, row, cell, named", TABLE_CASES)
+def test_table_ingest_errors_quote_no_cell(table_archive, tmp_path, column, row, cell, named):
+    lesions = table_archive / "lesions.csv"
+    edit_csv(lesions, row, column, cell)
+    if cell in ("S1", "a"):  # ids: make the secret the id itself
+        table = pd.read_csv(lesions, dtype=str, keep_default_na=False)
+        table[column] = table[column].replace(cell, MARKER)
+        table.to_csv(lesions, index=False)
+        row = 0 if column == "lesion_id" else row
+    res = run_cli("ingest", "table", "--lesions", lesions, "--workspace", tmp_path / "ws")
+    assert_refused_privately(res, "lesions.csv", row, named)
+
+
+def test_table_ingest_records_errors_quote_no_cell(table_archive, tmp_path):
+    (table_archive / "records.csv").write_text(f"patient_id,note\nP1,1.5\nP2,{MARKER}\n"
+                                               "P3,2\n")
+    res = run_cli("ingest", "table", "--lesions", table_archive / "lesions.csv",
+                  "--records", table_archive / "records.csv", "--workspace", tmp_path / "ws")
+    assert_refused_privately(res, "records.csv", 1, "note")
