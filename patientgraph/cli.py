@@ -1,8 +1,10 @@
 """The ``patientgraph`` command line (a contract: see DESIGN.md, "Command line").
 
 Every command exits 0 on success and 2 on a user mistake, printing one paragraph that
-names the file, row and column and the fix. Progress goes to stderr; nothing identifying
-(patient ids, image paths) is printed beyond what the user typed.
+names the file, row and column and the fix. ``ingest`` and ``run`` hold the workspace lock
+(a second one on the same workspace exits 2); the readers (``similar``, ``serve``, ``info``)
+do not take it. Progress goes to stderr; nothing identifying (patient ids, image paths) is
+printed beyond what the user typed.
 """
 
 from __future__ import annotations
@@ -120,8 +122,9 @@ def ingest_deeplesion(
 ) -> None:
     """Ingest an archive in the DeepLesion format (DL_info.csv + Images_png)."""
     from patientgraph.deeplesion import ingest_deeplesion as run
+    from patientgraph.workspace import Workspace
 
-    with progress_bar("checking key slices") as update:
+    with Workspace(workspace).lock(), progress_bar("checking key slices") as update:
         summary = run(info, images, workspace, records=records, outcomes=outcomes,
                       studies=studies, time_col=time_col, event_col=event_col, force=force,
                       progress=update)
@@ -142,8 +145,9 @@ def ingest_table(
 ) -> None:
     """Ingest a lesions table whose rows point at NIfTI volumes or DICOM series."""
     from patientgraph.table_ingest import ingest_table as run
+    from patientgraph.workspace import Workspace
 
-    with progress_bar("reading volume headers") as update:
+    with Workspace(workspace).lock(), progress_bar("reading volume headers") as update:
         summary = run(lesions, workspace, records=records, outcomes=outcomes,
                       time_col=time_col, event_col=event_col, force=force, progress=update)
     err.print(_summary_line("ingested", summary))

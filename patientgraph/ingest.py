@@ -296,6 +296,7 @@ def commit_cohort(
         if tables.get(name) is None:
             tables[name] = empty_table(name)
     valid = validate_cohort(tables, sources)
+    workspace.begin_stage("ingest")
     with atomic_dir(workspace.path(COHORT_DIR)) as tmp:
         for name in TABLES:
             valid[name].reset_index(drop=True).to_parquet(tmp / f"{name}.parquet", index=False)

@@ -3,6 +3,7 @@
 Each stage is registered here by name with the module that implements it. A stage module
 exposes ``run(workspace, config, force) -> dict`` and reads only the workspace files of the
 stages before it. Stages whose module is not installed yet are reported as unavailable.
+A run holds the workspace lock from its first stage to its last.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from patientgraph.errors import InputError, did_you_mean
-from patientgraph.workspace import Workspace
+from patientgraph.workspace import INGEST, Workspace
 
 # name -> module implementing ``run``; in pipeline order.
 STAGES: dict[str, str] = {
@@ -74,15 +75,34 @@ def run_pipeline(
         raise InputError(None, f"the config names an unknown stage {name!r}."
                          f"{did_you_mean(name, STAGES)}", f"use stage names {', '.join(STAGES)}")
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-    if ws.stage_record("ingest") is None:
+    if ws.stage_record(INGEST) is None:
         raise InputError(ws.root, "the workspace holds no ingested cohort",
                          "run `patientgraph ingest deeplesion ...` into it first")
+    names = parse_stages(stages)
     results: dict[str, Any] = {}
-    for name in parse_stages(stages):
-        options = dict(config.get(name, {}))
-        if name in ("graph", "discover") and graph:
-            options["graph"] = graph
-        summary = stage_module(name).run(ws, config=options, force=force)
-        echo(f"{name}: " + ("up to date" if summary.get("skipped") else "done"))
-        results[name] = summary
+    with ws.lock():
+        _check_cohort(ws)
+        for name in names:
+            options = dict(config.get(name, {}))
+            if name in ("graph", "discover") and graph:
+                options["graph"] = graph
+            summary = stage_module(name).run(ws, config=options, force=force)
+            echo(f"{name}: " + ("up to date" if summary.get("skipped") else "done"))
+            results[name] = summary
     return results
+
+
+def _check_cohort(ws: Workspace) -> None:
+    """Refuse to run on cohort tables that are not the bytes the ingest wrote (damaged, or
+    replaced by hand): every stage would build on them."""
+    record = ws.stage_record(INGEST)
+    if record is None:  # a killed ingest, or one begun by another process since
+        raise InputError(ws.root, "the workspace holds no complete ingest",
+                         ws.rerun_fix(INGEST))
+    if "output_hashes" not in record:  # written before outputs were hashed
+        return
+    changed = ws.changed_outputs(INGEST)
+    if changed:
+        raise InputError(ws.path(changed[0]), "the cohort table has changed since the "
+                         "ingest wrote it (it is damaged, missing or was replaced)",
+                         ws.rerun_fix(INGEST))
