@@ -41,6 +41,10 @@ def load_results(workspace: str | Path | Workspace) -> DiscoveryResults:
                          f"(missing {', '.join(missing) or 'metrics.json'})",
                          f"run the stage: patientgraph run --workspace {ws.root} "
                          "--stages discover")
-    tables = {n: pd.read_parquet(folder / f"{n}.parquet") for n in names}
-    metrics = json.loads((folder / "metrics.json").read_text())
+    tables = {n: ws.read_parquet(folder / f"{n}.parquet", writer="discover") for n in names}
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(folder / "metrics.json", "the workspace file is damaged (not JSON: "
+                         f"{type(exc).__name__})", ws.rerun_fix("discover")) from None
     return DiscoveryResults(**tables, metrics=metrics)

@@ -17,6 +17,11 @@ and ``W/models/clusters.pkl`` (assigns new lesions to the clusters without refit
 When the graph stage has run, the results are written back into that graph (Cluster nodes,
 IN_CLUSTER, SAME_LESION, Biomarker nodes, risk on Patient). A rerun is skipped when the
 inputs, the config and the graph load are unchanged.
+
+Crash consistency: the stage's manifest record is removed before its files are replaced,
+and the graph stage's record is marked pending while the results go into its graph, then
+re-hashed (the graph's files change); a process killed before the end leaves the discover
+stage, and while writing, the graph too, to be redone by the next run.
 """
 
 from __future__ import annotations
@@ -29,9 +34,9 @@ from typing import Any
 
 import pandas as pd
 
-from patientgraph.atomic import atomic_dir, atomic_path, write_json
+from patientgraph.atomic import atomic_dir, atomic_path, make_private, write_json
 from patientgraph.errors import InputError, did_you_mean
-from patientgraph.workspace import Workspace, file_sha256, fingerprint
+from patientgraph.workspace import Workspace, file_sha256, fingerprint, holding_lock
 
 STAGE = "discover"
 OUT_DIR = "discovery"
@@ -46,6 +51,7 @@ DEFAULTS: dict[str, Any] = {part: {} for part in PARTS} | {"graph": None, "write
 Echo = Callable[[str], None]
 
 
+@holding_lock
 def run(workspace: str | Path | Workspace, config: Mapping[str, Any] | None = None,
         force: bool = False, echo: Echo | None = None) -> dict[str, Any]:
     """Run the four analyses, write ``W/discovery/`` and the graph; returns the summary.
@@ -68,6 +74,7 @@ def run(workspace: str | Path | Workspace, config: Mapping[str, Any] | None = No
     results, seconds = analyse(data, cfg, say)
     summary = _summary(results, seconds)
 
+    ws.begin_stage(STAGE)
     with atomic_dir(ws.path(OUT_DIR)) as tmp:
         for name, frame in results["frames"].items():
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
@@ -76,7 +83,8 @@ def run(workspace: str | Path | Workspace, config: Mapping[str, Any] | None = No
         tmp.write_bytes(pickle.dumps(results["model"]))
     if target is not None:
         t0 = time.perf_counter()
-        summary["graph"] = write_back(target, results["frames"])
+        summary["graph"] = _write_back_recorded(ws, target, fp_config["graph"],
+                                                results["frames"])
         seconds["graph_write"] = round(time.perf_counter() - t0, 3)
     summary["seconds"] = seconds
     ws.record_stage(STAGE, config=fp_config, inputs=inputs, outputs=[OUT_DIR, MODEL],
@@ -139,6 +147,25 @@ def write_back(target: str, frames: Mapping[str, pd.DataFrame]) -> dict[str, Any
     return counts
 
 
+def _write_back_recorded(ws: Workspace, target: str, shown: str | None,
+                         frames: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
+    """:func:`write_back`, keeping the graph stage's record true: when ``target`` is the
+    graph that stage loaded, its record is pending while the graph changes and re-hashed
+    after, so that a kill half way makes the next run rebuild the graph (and this stage)."""
+    from graphdb.store import is_server_uri
+
+    loaded = (ws.stage_record("graph") or {}).get("config", {}).get("graph")
+    ours = loaded is not None and loaded == shown
+    if ours:
+        ws.mark_pending("graph", "the discover stage is writing its results into the graph")
+    counts = write_back(target, frames)
+    if not is_server_uri(target):
+        make_private(target)  # files the engine created while writing
+    if ours:
+        ws.refresh_outputs("graph")
+    return counts
+
+
 def _summary(results: Mapping[str, Any], seconds: Mapping[str, float]) -> dict[str, Any]:
     frames = results["frames"]
     clusters, biomarkers = frames["clusters"], frames["biomarkers"]
@@ -195,7 +222,9 @@ def _input_hashes(ws: Workspace) -> dict[str, str]:
 
 
 def _read_inputs(ws: Workspace) -> dict[str, pd.DataFrame]:
-    return {name: pd.read_parquet(path) for name, path in _required(ws).items()}
+    return {name: ws.table(name) if name in COHORT else
+            ws.read_parquet(path, writer="embed" if name in EMBEDDINGS else "index")
+            for name, path in _required(ws).items()}
 
 
 def _graph_target(ws: Workspace, cfg: Mapping[str, Any]) -> str | None:

@@ -30,7 +30,7 @@ from embed.index import VectorIndex
 from embed.stage import LESIONS, PATIENTS, default_weights
 from patientgraph.atomic import atomic_dir
 from patientgraph.errors import InputError, did_you_mean
-from patientgraph.workspace import Workspace, file_sha256, fingerprint
+from patientgraph.workspace import Workspace, file_sha256, fingerprint, holding_lock
 
 STAGE = "index"
 INDEX_DIR = "index"
@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
 Progress = Callable[[int, int], None]
 
 
+@holding_lock
 def run(
     workspace: str | Path | Workspace,
     config: Mapping[str, Any] | None = None,
@@ -63,8 +64,8 @@ def run(
     if not force and ws.is_current(STAGE, fingerprint(cfg, inputs)):
         return {**ws.stage_record(STAGE)["summary"], "skipped": True}
 
-    lesions = pd.read_parquet(ws.path(LESIONS))
-    patients = pd.read_parquet(ws.path(PATIENTS))
+    lesions = ws.read_parquet(LESIONS, writer="embed", columns=["lesion_id", "embedding"])
+    patients = ws.read_parquet(PATIENTS, writer="embed", columns=["patient_id", *MODALITIES])
     lesion_index = _build(lesions["lesion_id"], _matrix(lesions["embedding"]),
                           cfg["lesion_factory"], cfg, progress)
     parts = {m: _matrix(patients[m]) for m in MODALITIES}
@@ -72,6 +73,7 @@ def run(
                            cfg, progress)
     queries = weighted_query(parts, default_weights(patients))
     k = int(cfg["k"])
+    ws.begin_stage(STAGE)
     with atomic_dir(ws.path(INDEX_DIR)) as tmp:
         lesion_index.save(tmp, "lesions")
         patient_index.save(tmp, "patients")
@@ -83,9 +85,7 @@ def run(
         "lesion_factory": lesion_index.factory, "patient_factory": patient_index.factory,
         "lesions": len(lesion_index), "patients": len(patient_index), "k": k,
     }
-    outputs = [f"{INDEX_DIR}/{name}" for name in (LESION_KNN, PATIENT_KNN, "lesions.faiss",
-                                                  "patients.faiss")]
-    ws.record_stage(STAGE, config=cfg, inputs=inputs, outputs=outputs,
+    ws.record_stage(STAGE, config=cfg, inputs=inputs, outputs=[INDEX_DIR],
                     seconds=time.perf_counter() - started, summary=summary)
     return {**summary, "skipped": False}
 

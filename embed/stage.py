@@ -12,7 +12,9 @@ Reads ``W/cohort/*.parquet`` and the images; writes
   that rebuild them.
 
 A rerun with unchanged cohort and config is skipped; when only the records (or the weights)
-changed, the lesion encoder and the lesion embeddings are reused.
+changed, the lesion encoder and the lesion embeddings are reused (if they are still the bytes
+the last run recorded). The stage's manifest record is removed before the first output is
+replaced and written after the last, so a killed run is redone in full.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from embed.tabular import RecordEncoder
 from embed.train import train_lesion_encoder
 from patientgraph.atomic import atomic_path, write_parquet
 from patientgraph.errors import InputError
-from patientgraph.workspace import Workspace, file_sha256, fingerprint
+from patientgraph.workspace import Workspace, file_sha256, fingerprint, holding_lock
 
 STAGE = "embed"
 LESIONS = "embeddings/lesions.parquet"
@@ -50,6 +52,7 @@ WEIGHTS_KEY = "patientgraph.weights"
 Progress = Callable[[int, int], None]
 
 
+@holding_lock
 def run(
     workspace: str | Path | Workspace,
     config: Mapping[str, Any] | None = None,
@@ -69,27 +72,38 @@ def run(
     summary: dict[str, Any] = {"device": str(resolve_device(cfg.train.device))}
     lesion_fp = fingerprint(_lesion_config(cfg), _lesion_inputs(inputs))
     previous = (ws.stage_record(STAGE) or {}).get("summary", {})
-    if not force and previous.get("lesion_fingerprint") == lesion_fp and _exist(ws, LESIONS,
-                                                                                  FAILURES):
-        lesion_table = pd.read_parquet(ws.path(LESIONS))
+    encoder = None  # trained or loaded here, else the lesion embeddings are reused
+    if (not force and previous.get("lesion_fingerprint") == lesion_fp
+            and not ws.changed_outputs(STAGE, [LESIONS, FAILURES, LESION_MODEL])):
+        lesion_table = ws.read_parquet(LESIONS, writer=STAGE, columns=["lesion_id",
+                                                                        "embedding"])
+        failures = ws.read_parquet(FAILURES, writer=STAGE)
         summary.update(reused_lesion_embeddings=True,
                        training=previous.get("training", {}))
     else:
-        lesion_table, failures, training = _embed_lesions(ws, cfg, lesions, progress)
-        write_parquet(failures, ws.path(FAILURES))
-        write_parquet(lesion_table, ws.path(LESIONS))
+        lesion_table, failures, encoder, training = _embed_lesions(ws, cfg, lesions, progress)
         summary.update(reused_lesion_embeddings=False, training=training)
     summary["lesion_fingerprint"] = lesion_fp
+    patients, record_encoder = _patient_vectors(ws, cfg, lesion_table, lesions, weights)
 
-    patients = _patient_vectors(ws, cfg, lesion_table, lesions, weights)
+    # Everything is computed: from here on the stage replaces its outputs.
+    ws.begin_stage(STAGE)
+    if encoder is not None:
+        save_encoder(encoder, ws.path(LESION_MODEL), metadata=summary["training"])
+        write_parquet(failures, ws.path(FAILURES))
+        write_parquet(lesion_table, ws.path(LESIONS))
+    if record_encoder is None:
+        ws.path(RECORD_MODEL).unlink(missing_ok=True)
+    else:
+        with atomic_path(ws.path(RECORD_MODEL), suffix=".pt") as tmp:
+            torch.save(record_encoder.state(), tmp)
     _write_patients(patients, weights, ws.path(PATIENTS))
-    n_failed = len(pd.read_parquet(ws.path(FAILURES)))
     summary.update(
-        lesions=len(lesion_table), failed_lesions=n_failed, patients=len(patients),
+        lesions=len(lesion_table), failed_lesions=len(failures), patients=len(patients),
         patients_with_records=int(patients["has_records"].sum()), weights=weights,
     )
     outputs = [LESIONS, PATIENTS, FAILURES, LESION_MODEL]
-    if ws.path(RECORD_MODEL).exists():
+    if record_encoder is not None:
         outputs.append(RECORD_MODEL)
     ws.record_stage(STAGE, config=cfg.to_dict(), inputs=inputs, outputs=outputs,
                     seconds=time.perf_counter() - started, summary=summary)
@@ -117,14 +131,11 @@ def _lesion_config(cfg: EmbedConfig) -> dict[str, Any]:
     return {k: d[k] for k in ("crop", "encoder", "train", "encoder_checkpoint")}
 
 
-def _exist(ws: Workspace, *paths: str) -> bool:
-    return all(ws.path(p).exists() for p in paths)
-
-
 def _embed_lesions(
     ws: Workspace, cfg: EmbedConfig, lesions: pd.DataFrame, progress: Progress | None,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Read crops, train (or load) the encoder, embed: (lesion table, failures, training)."""
+) -> tuple[pd.DataFrame, pd.DataFrame, LesionEncoder, dict[str, Any]]:
+    """Read crops, train (or load) the encoder, embed: (lesion table, failures, encoder,
+    training summary); nothing is written."""
     crops = read_crops(lesions, ws.image_root(), cfg.crop, workers=cfg.workers,
                        progress=progress)
     failures = crops.failures(lesions)
@@ -137,7 +148,7 @@ def _embed_lesions(
                           progress=progress)
     table = pd.DataFrame({"lesion_id": readable["lesion_id"].astype(str),
                           "embedding": list(vectors)})
-    return table, failures, training
+    return table, failures, encoder, training
 
 
 def _check_failures(failures: pd.DataFrame, n_lesions: int, on_image_error: str) -> None:
@@ -157,7 +168,7 @@ def _check_failures(failures: pd.DataFrame, n_lesions: int, on_image_error: str)
 
 def _encoder(ws: Workspace, cfg: EmbedConfig, hu: np.ndarray, lesions: pd.DataFrame,
              progress: Progress | None) -> tuple[LesionEncoder, dict[str, Any]]:
-    """The given checkpoint, or an encoder trained on this cohort (and saved)."""
+    """The given checkpoint, or an encoder trained on this cohort."""
     if cfg.encoder_checkpoint:
         encoder = load_encoder(cfg.encoder_checkpoint, expect_crop=cfg.crop,
                                expect_encoder=cfg.encoder)
@@ -167,20 +178,21 @@ def _encoder(ws: Workspace, cfg: EmbedConfig, hu: np.ndarray, lesions: pd.DataFr
         result = train_lesion_encoder(hu, lesions, ws.table("studies"), cfg,
                                       progress=progress)
         encoder, training = result.encoder, result.summary()
-    save_encoder(encoder, ws.path(LESION_MODEL), metadata=training)
     return encoder, training
 
 
 def _patient_vectors(ws: Workspace, cfg: EmbedConfig, lesion_table: pd.DataFrame,
-                     lesions: pd.DataFrame, weights: Mapping[str, float]) -> pd.DataFrame:
-    """One row per patient: fused embedding and the modality parts."""
+                     lesions: pd.DataFrame, weights: Mapping[str, float],
+                     ) -> tuple[pd.DataFrame, RecordEncoder | None]:
+    """One row per patient: fused embedding and the modality parts; and the record encoder
+    (None when there are no records)."""
     patient_ids = ws.table("patients")["patient_id"].astype(str).tolist()
     lesion_patient = lesion_table["lesion_id"].map(
         lesions.set_index("lesion_id")["patient_id"]).astype(str).to_numpy()
     vectors = np.stack(lesion_table["embedding"].to_numpy()) if len(lesion_table) else (
         np.zeros((0, cfg.encoder.embedding_dim), np.float32))
     parts = {"imaging": pool_lesions(patient_ids, lesion_patient, vectors)}
-    parts["records"], has_records = _record_vectors(ws, cfg, patient_ids)
+    parts["records"], has_records, record_encoder = _record_vectors(ws, cfg, patient_ids)
     fused = fuse(parts, weights)
     n_lesions = pd.Series(lesion_patient).value_counts().reindex(patient_ids, fill_value=0)
     return pd.DataFrame({
@@ -189,25 +201,24 @@ def _patient_vectors(ws: Workspace, cfg: EmbedConfig, lesion_table: pd.DataFrame
         **{m: list(parts[m]) for m in MODALITIES},
         "n_lesions": n_lesions.to_numpy(dtype="int64"),
         "has_records": has_records,
-    })
+    }), record_encoder
 
 
-def _record_vectors(ws: Workspace, cfg: EmbedConfig,
-                    patient_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Record embeddings per patient (zero, has_records False, where there is no record)."""
+def _record_vectors(ws: Workspace, cfg: EmbedConfig, patient_ids: list[str],
+                    ) -> tuple[np.ndarray, np.ndarray, RecordEncoder | None]:
+    """Record embeddings per patient (zero, has_records False, where there is no record),
+    and the fitted record encoder (None without records)."""
     records = ws.table("records")
     dim = cfg.tabular.embedding_dim
     covariates = [c for c in records.columns if c != "patient_id"]
     if records.empty or not covariates:
-        ws.path(RECORD_MODEL).unlink(missing_ok=True)
-        return np.zeros((len(patient_ids), dim), np.float32), np.zeros(len(patient_ids), bool)
+        zeros = np.zeros((len(patient_ids), dim), np.float32)
+        return zeros, np.zeros(len(patient_ids), bool), None
     encoder = RecordEncoder(cfg.tabular).fit(records)
-    with atomic_path(ws.path(RECORD_MODEL), suffix=".pt") as tmp:
-        torch.save(encoder.state(), tmp)
     vectors = pd.DataFrame(encoder.transform(records), index=records["patient_id"].astype(str))
     present = pd.Index(patient_ids).isin(vectors.index)
     out = vectors.reindex(patient_ids).fillna(0.0).to_numpy(dtype=np.float32)
-    return out, present
+    return out, present, encoder
 
 
 def _write_patients(patients: pd.DataFrame, weights: Mapping[str, float], path: Path) -> None:

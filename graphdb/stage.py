@@ -4,7 +4,9 @@ Reads ``W/cohort/*.parquet`` and, when the index stage has run, ``W/index/lesion
 and ``W/index/patient_knn.parquet``. The embedded graph (``W/graph/`` unless the config or
 ``NEO4J_URI`` names another target) is rebuilt in a temporary folder and swapped into
 place, so a crash never leaves a half-loaded graph; a Neo4j server is loaded with merges,
-so a rerun after a failure completes it without duplicates.
+so a rerun after a failure completes it without duplicates. The stage's manifest record is
+removed before the load and written after it, with the hash of the graph folder; the
+discover stage, which writes into the graph afterwards, re-records that hash.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import pandas as pd
 
 from graphdb.embedded import DB_FILE
 from graphdb.store import GraphStore, is_server_uri, open_store, redact, resolve_target
-from patientgraph.atomic import atomic_dir
+from patientgraph.atomic import atomic_dir, clean_leftovers
 from patientgraph.errors import InputError
 from patientgraph.schema import Source, check_references
-from patientgraph.workspace import Workspace, file_sha256, fingerprint
+from patientgraph.workspace import Workspace, file_sha256, fingerprint, holding_lock
 
 STAGE = "graph"
 COHORT = ("patients", "studies", "lesions", "records")
@@ -29,6 +31,7 @@ KNN = {"lesion": ("index/lesion_knn.parquet", "lesions", "lesion_id"),
        "patient": ("index/patient_knn.parquet", "patients", "patient_id")}
 
 
+@holding_lock
 def run(workspace: str | Path | Workspace, config: dict[str, Any] | None = None,
         force: bool = False) -> dict[str, Any]:
     """Load the workspace's cohort and kNN edges into its graph; returns the counts.
@@ -53,11 +56,15 @@ def run(workspace: str | Path | Workspace, config: dict[str, Any] | None = None,
     knn = {kind: _knn(ws, kind, tables) for kind in KNN if ws.path(KNN[kind][0]).exists()}
     if server:
         with open_store(target) as store:
+            ws.begin_stage(STAGE)  # the server's graph changes in place from here
             summary = load(store, tables, knn)
         outputs: list[str] = []
     else:
         folder = Path(target)
         _check_graph_folder(folder)
+        ws.begin_stage(STAGE)
+        if folder.parent.is_dir():  # a graph outside the workspace: its killed builds too
+            clean_leftovers(folder.parent, only=folder.name)
         with atomic_dir(folder) as tmp, open_store(tmp) as store:
             summary = load(store, tables, knn)
         outputs = [ws.relative(folder)]
@@ -94,7 +101,7 @@ def _input_hashes(ws: Workspace) -> dict[str, str]:
 def _knn(ws: Workspace, kind: str, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """A kNN table, checked to join ids of the cohort (it may be older than the cohort)."""
     rel, table, key = KNN[kind]
-    knn = pd.read_parquet(ws.path(rel))
+    knn = ws.read_parquet(rel, writer="index")
     source = Source(str(ws.path(rel)))
     for column in ("src", "dst"):
         if column not in knn.columns:
