@@ -112,7 +112,13 @@ def _load(ws: Workspace, name: str) -> VectorIndex:
     if not path.exists():
         raise InputError(ws.root, "the workspace has no vector index yet",
                          "run `patientgraph run --workspace W --stages embed,index` first")
-    return _cached_index(str(folder), name, _stamp(path))
+    try:
+        return _cached_index(str(folder), name, _stamp(path))
+    except InputError:
+        raise
+    except (RuntimeError, ValueError, OSError, KeyError, TypeError) as exc:  # faiss: Runtime
+        raise InputError(path, f"the vector index is damaged or foreign ({type(exc).__name__})",
+                         ws.rerun_fix("index")) from None
 
 
 def _stamp(path: Path) -> tuple[int, int]:
