@@ -11,7 +11,6 @@ settings).
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 from patientgraph.atomic import atomic_path, write_json, write_parquet
 from patientgraph.errors import InputError
+from patientgraph.schema import unknown_id
 
 Progress = Callable[[int, int], None]
 
@@ -105,8 +105,9 @@ class VectorIndex:
 
     # -- lookups ---------------------------------------------------------------------------
     def positions(self, ids: Sequence[str], what: str = "id") -> np.ndarray:
-        """Positions of ``ids``; an unknown one is an :class:`InputError` that names the
-        closest known ids (``what`` names the kind of id in the message)."""
+        """Positions of ``ids``; an unknown one is an :class:`InputError` (``what`` names the
+        kind of id; it suggests a known id only when one differs from the unknown one by
+        formatting alone, see :func:`patientgraph.schema.unknown_id`)."""
         ids = [str(i) for i in ids]
         pos = self._position.get_indexer(ids)
         if (pos < 0).any():
@@ -245,16 +246,6 @@ class VectorIndex:
                              "rebuild the index (`patientgraph run --stages index --force`)")
         return cls(index, ids, meta["factory"], ef_search=meta["ef_search"],
                    nprobe=meta["nprobe"])
-
-
-def unknown_id(value: str, known: Sequence[str], what: str, more: int = 0) -> InputError:
-    """An :class:`InputError` for an id that is not in ``known``, naming the closest ones."""
-    close = difflib.get_close_matches(str(value), [str(k) for k in known], n=3, cutoff=0.5)
-    hint = f" The closest are {', '.join(close)}." if close else ""
-    extra = f" ({more} more unknown)" if more > 0 else ""
-    return InputError(None, f"unknown {what} {value!r}{extra}.{hint}",
-                      f"give an existing {what} (they are listed in the workspace's "
-                      "cohort/*.parquet tables)")
 
 
 def torch_knn(base: np.ndarray, queries: np.ndarray, k: int, *, batch_size: int = 16_384,

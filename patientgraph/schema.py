@@ -19,7 +19,8 @@ Lesion columns beyond DESIGN.md's contract (extensions, never renames):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,7 @@ SPLITS = {1: "train", 2: "val", 3: "test"}
 IMAGE_FORMATS = ("deeplesion_png", "nifti", "dicom")
 
 TABLES = ("patients", "studies", "lesions", "records", "outcomes")
+_DIGITS = re.compile(r"\d+")
 
 
 def _list_of_len(n: int) -> Callable[[pd.Series], pd.Series]:
@@ -235,6 +237,35 @@ def check_references(
             column=source.column_of(key),
             more=len(idx) - 1,
         )
+
+
+def canonical_id(value: object) -> str:
+    """An id with its formatting taken out: surrounding whitespace, case and the leading
+    zeros of every run of digits (``" l0042_01 "`` and ``"L42_1"`` both become ``"l42_1"``)."""
+    text = str(value).strip().casefold()
+    return _DIGITS.sub(lambda m: m.group().lstrip("0") or "0", text)
+
+
+def unknown_id(value: object, known: Iterable[object], what: str, more: int = 0) -> InputError:
+    """An :class:`InputError` for an id that is not among ``known``.
+
+    It never lists ids the user did not type: "did you mean" names one known id only when
+    it differs from ``value`` by formatting alone (zero padding, case, whitespace; see
+    :func:`canonical_id`) and no other known id does too. ``what`` is ``patient_id``,
+    ``study_id`` or ``lesion_id``.
+    """
+    wanted = canonical_id(value)
+    same = [k for k in map(str, known) if canonical_id(k) == wanted]
+    hint = f" Did you mean {same[0]!r}?" if len(same) == 1 else ""
+    extra = f" ({more} more unknown)" if more > 0 else ""
+    typed = str(value) if len(str(value)) <= 80 else str(value)[:80] + "..."
+    table = {"patient_id": "patients", "study_id": "studies", "lesion_id": "lesions"}.get(
+        what, "*")
+    where = f"the workspace's cohort/{table}.parquet lists them"
+    if what == "patient_id":
+        where += ", and so does the patient list of the explorer's Patient page"
+    return InputError(None, f"unknown {what} {typed!r}{extra}.{hint}",
+                      f"give an existing {what} ({where})")
 
 
 def validate_cohort(

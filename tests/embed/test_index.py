@@ -78,10 +78,15 @@ def test_search_ids_excludes_the_query_itself(vectors):
     assert "L00003" not in set(edges.loc[edges["src"] == "L00003", "dst"])
 
 
-def test_unknown_ids_name_the_closest(vectors):
+def test_unknown_ids_suggest_only_a_formatting_variant(vectors):
     index = VectorIndex.build(_ids(len(vectors)), vectors)
-    with pytest.raises(InputError, match=r"unknown lesion_id 'L0003'\. The closest are"):
+    with pytest.raises(InputError, match=r"unknown lesion_id 'L0003'\. Did you mean "
+                       r"'L00003'\?") as info:
         index.positions(["L0003"], what="lesion_id")
+    assert [i for i in _ids(len(vectors)) if i in info.value.message] == ["L00003"]
+    with pytest.raises(InputError, match=r"unknown lesion_id 'X00003'\. Fix") as info:
+        index.positions(["X00003"], what="lesion_id")
+    assert not [i for i in _ids(len(vectors)) if i in info.value.message]
 
 
 @pytest.mark.parametrize("factory", ["Flat", "HNSW32"])

@@ -47,10 +47,16 @@ def test_restrict_to_a_cohort(embedded):
     assert similar_patients(embedded, ids[0], among=[]).empty
 
 
-def test_unknown_patient_suggests_close_ids(embedded):
-    query = _patients(embedded).index[0]
-    with pytest.raises(InputError, match=rf"unknown patient_id '{query}9'.*closest are"):
+def test_unknown_patient_suggests_only_a_formatting_variant(embedded):
+    ids = list(_patients(embedded).index)
+    query = ids[0]
+    with pytest.raises(InputError, match=rf"unknown patient_id '{query}9'\. Fix") as info:
         similar_patients(embedded, f"{query}9")
+    assert [i for i in ids if i in info.value.message] == [query]  # only what was typed
+    short = query.lstrip("0")
+    with pytest.raises(InputError, match=rf"'{short}'\. Did you mean '{query}'\?") as info:
+        similar_patients(embedded, short)
+    assert [i for i in ids if i in info.value.message] == [query]
     with pytest.raises(InputError, match="k >= 1"):
         similar_patients(embedded, query, k=0)
     with pytest.raises(InputError, match="Did you mean 'records'"):

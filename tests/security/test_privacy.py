@@ -1,16 +1,21 @@
 """No patient identifiers, cell values or image paths in errors beyond what the user typed.
 
 Ingest errors name the file, row, column and fix but never quote a cell (a records cell may
-hold free text with a record number).
+hold free text with a record number); "did you mean" names a known id only when it differs
+from the typed one by formatting alone.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from embed.index import VectorIndex
+from embed.index_stage import INDEX_DIR
+from patientgraph.schema import canonical_id, unknown_id
 from tests.conftest import ingest_args, run_cli
 from tests.test_table_ingest import write_volume
 
@@ -146,3 +151,57 @@ def test_table_ingest_records_errors_quote_no_cell(table_archive, tmp_path):
     res = run_cli("ingest", "table", "--lesions", table_archive / "lesions.csv",
                   "--records", table_archive / "records.csv", "--workspace", tmp_path / "ws")
     assert_refused_privately(res, "records.csv", 1, "note")
+
+
+# -- "did you mean" over patient ids ----------------------------------------------------------
+
+PATIENTS = [f"{i:06d}" for i in range(1, 61)]
+
+
+def test_canonical_ids_drop_formatting_only():
+    assert canonical_id(" 000042 ") == canonical_id("42") == "42"
+    assert canonical_id("L0003_01") == canonical_id("l3_1")
+    assert canonical_id("000000") == "0"
+    assert canonical_id("420") != canonical_id("42")
+
+
+@pytest.mark.parametrize("typed, suggested", [
+    ("42", "000042"), (" 000042 ", "000042"), ("0042", "000042"),
+    ("000070", None), ("000420", None), ("nobody", None), ("00004", "000004"),
+])
+def test_unknown_patient_suggests_only_a_formatting_variant(typed, suggested):
+    message = unknown_id(typed, PATIENTS, "patient_id").message
+    shown = [p for p in PATIENTS if p in message and p not in typed]
+    assert shown == ([suggested] if suggested and suggested not in typed else [])
+    if suggested:
+        assert f"Did you mean '{suggested}'?" in message
+    else:
+        assert "Did you mean" not in message
+    assert "cohort/patients.parquet" in message
+
+
+def test_two_formatting_variants_suggest_neither():
+    message = unknown_id("7", ["07", "007", "000123"], "patient_id").message
+    assert "Did you mean" not in message and "07" not in message
+
+
+@pytest.fixture
+def indexed(tmp_path) -> Path:
+    """A workspace holding only a patient index (enough for the unknown-id check)."""
+    ws = tmp_path / "ws"
+    vectors = np.random.default_rng(0).normal(size=(len(PATIENTS), 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    VectorIndex.build(PATIENTS, vectors).save(ws / INDEX_DIR, "patients")
+    return ws
+
+
+@pytest.mark.parametrize("typed, suggested", [("000070", None), ("nobody", None),
+                                              ("42", "000042")])
+def test_cli_similar_lists_no_other_patient(indexed, typed, suggested):
+    res = run_cli("similar", "--workspace", indexed, "--patient", typed)
+    assert res.returncode == 2, res.stdout + res.stderr
+    message = " ".join(res.stderr.split())
+    assert f"unknown patient_id '{typed}'" in message
+    shown = [p for p in PATIENTS if p in res.stdout + res.stderr and p != typed]
+    assert shown == ([suggested] if suggested else [])
+    assert ("Did you mean" in message) == bool(suggested)
