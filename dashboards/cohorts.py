@@ -24,6 +24,9 @@ from dashboards.data import LESION_FIELDS
 from patientgraph.errors import InputError, did_you_mean
 
 VERSION = 1
+MAX_SIMILAR_K = 10_000
+"""The largest ``similar_to.k``; definitions come from uploaded files and crafted requests,
+so the server checks every number in them (the browser's input limits are no limit)."""
 FIX = ('save a definition from the explorer, or write {"version": 1, "name": "A", '
        '"filters": {"sex": "F", "age": {"min": 40}}}')
 
@@ -71,8 +74,10 @@ class CohortDefinition:
         similar = raw.get("similar_to")
         if similar is not None:
             if (not isinstance(similar, Mapping) or not similar.get("patient_id")
-                    or not _is_int(similar.get("k", 10)) or int(similar.get("k", 10)) < 1):
-                raise InputError(source, "'similar_to' needs a patient_id and k >= 1",
+                    or not _is_int(similar.get("k", 10))
+                    or not 1 <= int(similar.get("k", 10)) <= MAX_SIMILAR_K):
+                raise InputError(source, "'similar_to' needs a patient_id and a whole number "
+                                 f"k from 1 to {MAX_SIMILAR_K}",
                                  'write e.g. "similar_to": {"patient_id": "000001", "k": 50}')
             similar = {"patient_id": str(similar["patient_id"]), "k": int(similar.get("k", 10))}
         ids = raw.get("patient_ids")
@@ -103,16 +108,16 @@ def definition_from_controls(name: str, *, types: Iterable[int] | None = None,
     """A definition from the values of the filter builder's controls (empty ones skipped)."""
     filters: dict[str, Any] = {}
     if types:
-        filters["coarse_type"] = sorted(int(t) for t in types)
+        filters["coarse_type"] = _whole_numbers(types, "lesion types")
     if clusters:
-        filters["cluster"] = sorted(int(c) for c in clusters)
+        filters["cluster"] = _whole_numbers(clusters, "clusters")
     if age and any(v is not None for v in age):
         filters["age"] = _range(*age)
     if sex:
         filters["sex"] = sorted(str(s) for s in sex)
     if record_field and (record_min is not None or record_max is not None):
         filters[record_field] = _range(record_min, record_max)
-    similar = ({"patient_id": str(similar_patient), "k": int(similar_k or 50)}
+    similar = ({"patient_id": str(similar_patient), "k": 50 if similar_k is None else similar_k}
                if similar_patient else None)
     return CohortDefinition.from_dict({"name": name, "filters": filters, "similar_to": similar,
                                        "patient_ids": patient_ids})
@@ -191,7 +196,8 @@ def _passes(values: pd.Series, condition: Any) -> pd.Series:
         return out
     wanted = list(condition) if isinstance(condition, (list, tuple, set)) else [condition]
     if pd.api.types.is_numeric_dtype(values):
-        return pd.to_numeric(values, errors="coerce").isin([float(v) for v in wanted])
+        numbers_ = pd.to_numeric(pd.Series(wanted, dtype=object), errors="coerce").dropna()
+        return pd.to_numeric(values, errors="coerce").isin(numbers_.tolist())
     return values.astype("string").isin([str(v) for v in wanted]).fillna(False).astype(bool)
 
 
@@ -207,12 +213,27 @@ def _check_condition(name: str, condition: Any, source: str | Path | None) -> No
     elif isinstance(condition, list):
         if not condition:
             raise InputError(source, f"the list of values of {name!r} is empty", FIX)
+        if not all(isinstance(v, str) or _is_number(v) for v in condition):
+            raise InputError(source, f"the list of values of {name!r} holds something that "
+                             "is neither text nor a finite number", FIX)
     elif not isinstance(condition, (str, numbers.Real)):
         raise InputError(source, f"the condition on {name!r} is {condition!r}", FIX)
 
 
-def _range(lo: float | None, hi: float | None) -> dict[str, float]:
-    return {k: float(v) for k, v in (("min", lo), ("max", hi)) if v is not None}
+def _range(lo: Any, hi: Any) -> dict[str, Any]:
+    """A range from two controls; bounds that are not numbers are kept for
+    :meth:`CohortDefinition.from_dict` to refuse."""
+    return {k: float(v) if _is_number(v) else v for k, v in (("min", lo), ("max", hi))
+            if v is not None}
+
+
+def _whole_numbers(values: Iterable[Any], what: str) -> list[int]:
+    """Sorted whole numbers from a multi-select (a crafted request may send anything)."""
+    values = list(values) if isinstance(values, (list, tuple, set)) else [values]
+    if not all(_is_int(v) for v in values):
+        raise InputError(None, f"the chosen {what} are not all whole numbers",
+                         f"pick {what} from the list")
+    return sorted(int(v) for v in values)
 
 
 def _is_number(value: Any) -> bool:

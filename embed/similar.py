@@ -49,6 +49,7 @@ def similar_patients(
     ws = _workspace(workspace)
     _check_k(k)
     index = _load(ws, "patients")
+    k = min(int(k), len(index))  # no more neighbours than there are patients
     patient_id = str(patient_id)
     _require(index, patient_id, "patient_id")
     w = resolve_weights(weights, _default_weights(ws))
@@ -84,6 +85,7 @@ def similar_lesions(
     ws = _workspace(workspace)
     _check_k(k)
     index = _load(ws, "lesions")
+    k = min(int(k), len(index))  # no more neighbours than there are lesions
     lesion_id = str(lesion_id)
     _require(index, lesion_id, "lesion_id")
     cohort = ws.table("lesions").set_index("lesion_id")[["patient_id", "study_id"]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import dash
@@ -16,7 +18,13 @@ from dashboards.data import discover_note, type_name
 from dashboards.pages import ROW, card, data_table, error, graph_style, note, records
 from dashboards.survival import compare
 from embed.fusion import MODALITIES
+from patientgraph.errors import InputError
+from patientgraph.schema import unknown_id
 
+K_DEFAULT = 10
+K_MAX = 100
+"""The most similar patients the page shows; the server clamps k to 1..K_MAX whatever a
+request asks (the browser's limit on the input is no limit on a crafted request)."""
 GROWTH_HEIGHT = figures.GROWTH_HEIGHT
 CONTRIB_STYLE = {"flex": "1 1 420px"}
 SIMILAR_COLUMNS = ["patient_id", "score", *MODALITIES, "age", "sex", "time_days", "event"]
@@ -52,7 +60,7 @@ def layout(explorer: Explorer, state: dict[str, Any]) -> html.Div:
                 value=state.get("patient-store"), placeholder="type or pick a patient id",
                 style={"width": "240px"})]),
             html.Label(["Similar patients ", dcc.Input(
-                id="patient-k", type="number", min=1, max=100, step=1, value=10,
+                id="patient-k", type="number", min=1, max=K_MAX, step=1, value=K_DEFAULT,
                 style={"width": "70px"})]),
             html.Label(["Imaging weight (records get the rest)", dcc.Slider(
                 id="patient-weight", min=0, max=1, step=0.1, value=weights.get("imaging", 0.5),
@@ -102,6 +110,7 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
         if not patient_id:
             return None, note("Choose a patient to see its lesions and similar patients."), \
                 [], None, blank, CONTRIB_STYLE
+        patient_id = _known(explorer, patient_id)
         similar = _similar(explorer, patient_id, k, imaging_weight)
         table = similar.join(data.patient_table, on="patient_id")
         table = table[[c for c in SIMILAR_COLUMNS if c in table]]
@@ -115,7 +124,7 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
     def survival(patient_id: str | None, k: int | None, imaging_weight: float | None):
         if not patient_id:
             return blank
-        similar = _similar(explorer, patient_id, k, imaging_weight)
+        similar = _similar(explorer, _known(explorer, patient_id), k, imaging_weight)
         return _km_neighbours(explorer, similar["patient_id"].tolist())
 
     @app.callback(Output("patient-crops", "children"), Output("patient-growth", "figure"),
@@ -124,7 +133,7 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
     def images(patient_id: str | None):
         if not patient_id:
             return None, blank
-        lesions = data.lesions_of(patient_id)
+        lesions = data.lesions_of(_known(explorer, patient_id))
         named = lesions.assign(type=[lesion_label(t, c) for t, c in zip(
             lesions["coarse_type"], lesions.get("cluster", [None] * len(lesions)),
             strict=True)])
@@ -136,6 +145,7 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
     def neighbourhood(patient_id: str | None):
         if not patient_id:
             return [], None
+        patient_id = _known(explorer, patient_id)
         structure, similar = data.graph.run(lambda store: (
             store.query(STRUCTURE_QUERY, {"id": patient_id}),
             store.query(SIMILAR_QUERY, {"id": patient_id, "k": 10})))
@@ -148,16 +158,18 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
     def risk(patient_id: str | None):
         if not patient_id:
             return None
-        return _risk(explorer, patient_id)
+        return _risk(explorer, _known(explorer, patient_id))
 
     @app.callback(Output("patient-select", "value", allow_duplicate=True),
                   Input("patient-similar", "active_cell"), State("patient-similar", "data"),
                   prevent_initial_call=True)
     @guarded("follow similar patient", lambda m: no_update)
     def follow_table(cell: dict | None, rows: list[dict]):
-        if not cell or not rows or cell.get("row") is None or cell["row"] >= len(rows):
+        row = cell.get("row") if isinstance(cell, dict) else None
+        if (not isinstance(rows, list) or not isinstance(row, int) or isinstance(row, bool)
+                or not 0 <= row < len(rows) or not isinstance(rows[row], dict)):
             return no_update
-        return rows[cell["row"]]["patient_id"]
+        return rows[row].get("patient_id", no_update)
 
     @app.callback(Output("patient-select", "value", allow_duplicate=True),
                   Input("patient-graph", "tapNodeData"), prevent_initial_call=True)
@@ -177,10 +189,36 @@ def lesion_label(coarse_type, cluster) -> str:
     return "unlabelled"
 
 
-def _similar(explorer: Explorer, patient_id: str, k: int | None,
-             imaging_weight: float | None) -> pd.DataFrame:
-    w = 0.5 if imaging_weight is None else float(imaging_weight)
-    return explorer.similar(patient_id, int(k or 10), {"imaging": w, "records": 1 - w})
+def _similar(explorer: Explorer, patient_id: str, k: Any, imaging_weight: Any) -> pd.DataFrame:
+    w = _number(imaging_weight, 0.5, 0.0, 1.0, "the imaging weight")
+    k = int(round(_number(k, K_DEFAULT, 1, K_MAX, "the number of similar patients")))
+    return explorer.similar(patient_id, k, {"imaging": w, "records": 1 - w})
+
+
+def _number(value: Any, default: float, lo: float, hi: float, what: str) -> float:
+    """A control's value checked on the server: ``default`` when empty, else clamped to
+    [lo, hi]; anything but a finite number is refused (without quoting it)."""
+    if value is None:
+        return float(default)
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            value = math.nan
+    if (not isinstance(value, numbers.Real) or isinstance(value, bool)
+            or not math.isfinite(value)):
+        raise InputError(None, f"{what} is not a number",
+                         f"give a number from {lo:g} to {hi:g}")
+    return float(min(max(value, lo), hi))
+
+
+def _known(explorer: Explorer, patient_id: Any) -> str:
+    """``patient_id`` if the workspace has that patient; else an error that names no other
+    patient (see :func:`patientgraph.schema.unknown_id`)."""
+    table = explorer.data.patient_table
+    if not isinstance(patient_id, str) or patient_id not in table.index:
+        raise unknown_id(patient_id, table.index, "patient_id")
+    return patient_id
 
 
 def _similar_frame() -> pd.DataFrame:

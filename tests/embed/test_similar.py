@@ -57,6 +57,7 @@ def test_unknown_patient_suggests_only_a_formatting_variant(embedded):
     with pytest.raises(InputError, match=rf"'{short}'\. Did you mean '{query}'\?") as info:
         similar_patients(embedded, short)
     assert [i for i in ids if i in info.value.message] == [query]
+    assert len(similar_patients(embedded, query, k=30_000_000)) == len(ids) - 1  # bounded
     with pytest.raises(InputError, match="k >= 1"):
         similar_patients(embedded, query, k=0)
     with pytest.raises(InputError, match="Did you mean 'records'"):

@@ -2,19 +2,28 @@
 
 Ingest errors name the file, row, column and fix but never quote a cell (a records cell may
 hold free text with a record number); "did you mean" names a known id only when it differs
-from the typed one by formatting alone.
+from the typed one by formatting alone; the Patient page checks the id and clamps k on the
+server.
 """
 
 from __future__ import annotations
 
+import json
+import types
 from pathlib import Path
 
+import dash
 import numpy as np
 import pandas as pd
 import pytest
+from dash import dcc, html
 
+from dashboards.cohorts import MAX_SIMILAR_K, CohortDefinition, definition_from_controls
+from dashboards.pages import patient as patient_page
+from dashboards.protocol import CallbackClient
 from embed.index import VectorIndex
 from embed.index_stage import INDEX_DIR
+from patientgraph.errors import InputError
 from patientgraph.schema import canonical_id, unknown_id
 from tests.conftest import ingest_args, run_cli
 from tests.test_table_ingest import write_volume
@@ -205,3 +214,112 @@ def test_cli_similar_lists_no_other_patient(indexed, typed, suggested):
     shown = [p for p in PATIENTS if p in res.stdout + res.stderr and p != typed]
     assert shown == ([suggested] if suggested else [])
     assert ("Did you mean" in message) == bool(suggested)
+
+
+# -- the explorer's Patient page -------------------------------------------------------------
+
+class FakeExplorer:
+    """The parts of :class:`dashboards.context.Explorer` the Patient page uses, over 200
+    patients; ``similar`` answers as many as asked (up to all) and records each k."""
+
+    def __init__(self):
+        ids = [f"{i:06d}" for i in range(1, 201)]
+        table = pd.DataFrame({"sex": "F", "age": 60.0, "n_studies": 1, "n_lesions": 1},
+                             index=pd.Index(ids, name="patient_id"))
+        self.asked: list[int] = []
+        self.data = types.SimpleNamespace(
+            patient_table=table, patient_ids=ids, record_fields=[], manifest={},
+            lesions_of=lambda pid: pd.DataFrame(), has=lambda name: False)
+
+    def similar(self, patient_id, k, weights=None):
+        self.asked.append(k)
+        others = [p for p in self.data.patient_ids if p != patient_id][:k]
+        return pd.DataFrame({"patient_id": others, "score": 0.5, "imaging": 0.25,
+                             "records": 0.25})
+
+
+@pytest.fixture
+def page():
+    explorer = FakeExplorer()
+    app = dash.Dash(__name__)
+    app.layout = html.Div([dcc.Store(id="patient-store"), patient_page.layout(explorer, {})])
+    patient_page.register(app, explorer)
+    return explorer, CallbackClient(app, app.server.test_client().post)
+
+
+@pytest.mark.parametrize("k, expected", [(30_000_000, 100), (1e300, 100),
+                                         (-5, 1), (0, 1), (7, 7), (None, 10)])
+def test_patient_page_clamps_k_on_the_server(page, k, expected):
+    explorer, client = page
+    assert patient_page.K_MAX == 100
+    chosen = {"patient-select.value": "000001", "patient-k.value": k,
+              "patient-weight.value": 0.5}
+    rows = client.call("patient-similar.data", chosen)["patient-similar"]["data"]
+    assert len(rows) == expected and explorer.asked == [expected]
+    client.call("patient-km.figure", chosen)
+    assert explorer.asked == [expected, expected]
+
+
+@pytest.mark.parametrize("field, value", [("patient-k.value", "lots"),
+                                          ("patient-weight.value", "heavy"),
+                                          ("patient-weight.value", float("inf"))])
+def test_patient_page_refuses_a_control_that_is_no_number(page, field, value):
+    explorer, client = page
+    chosen = {"patient-select.value": "000001", "patient-k.value": 5,
+              "patient-weight.value": 0.5, field: value}
+    out = client.call("patient-similar.data", chosen)
+    assert out["patient-similar"]["data"] == [] and explorer.asked == []
+    assert "is not a number" in json.dumps(out["patient-similar-error"])
+
+
+def test_patient_page_weight_is_clamped(page):
+    explorer, client = page
+    weights = []
+    explorer.similar = lambda pid, k, w=None: (weights.append(w), pd.DataFrame(
+        {"patient_id": ["000002"], "score": 1.0, "imaging": 1.0, "records": 0.0}))[1]
+    client.call("patient-similar.data", {"patient-select.value": "000001",
+                                         "patient-k.value": 5, "patient-weight.value": 7})
+    assert weights == [{"imaging": 1.0, "records": 0.0}]
+
+
+@pytest.mark.parametrize("typed, suggested", [("999999", None), ("000201", None),
+                                              ("42", "000042"), ("x" * 500, None)])
+def test_patient_page_unknown_id_lists_no_other_patient(page, typed, suggested):
+    explorer, client = page
+    out = client.call("patient-similar.data", {"patient-select.value": typed,
+                                               "patient-k.value": 5})
+    text = json.dumps(out)
+    assert f"unknown patient_id '{typed[:80]}" in text and explorer.asked == []
+    shown = [p for p in explorer.data.patient_ids if p in text and p not in typed]
+    assert shown == ([suggested] if suggested else [])
+    for output in ("patient-crops.children", "patient-risk.children",
+                   "patient-graph.elements"):
+        text = json.dumps(client.call(output, {"patient-select.value": typed}))
+        assert "unknown patient_id" in text
+        assert [p for p in explorer.data.patient_ids if p in text and p not in typed] == (
+            [suggested] if suggested else [])
+
+
+# -- cohort definitions: every number checked on the server ----------------------------------
+
+@pytest.mark.parametrize("controls", [
+    {"similar_patient": "000001", "similar_k": 30_000_000},
+    {"similar_patient": "000001", "similar_k": 0},
+    {"similar_patient": "000001", "similar_k": "lots"},
+    {"types": ["liver"]},
+    {"clusters": [float("nan")]},
+    {"age": ("old", None)},
+    {"record_field": "ldh", "record_max": float("inf")},
+])
+def test_cohort_controls_are_checked_on_the_server(controls):
+    with pytest.raises(InputError):
+        definition_from_controls("A", **controls)
+
+
+def test_cohort_definitions_bound_k():
+    assert definition_from_controls("A", similar_patient="000001",
+                                    similar_k=MAX_SIMILAR_K).similar_to["k"] == MAX_SIMILAR_K
+    with pytest.raises(InputError, match="whole number k from 1 to"):
+        CohortDefinition.from_dict({"similar_to": {"patient_id": "000001", "k": 10**9}})
+    with pytest.raises(InputError, match="neither text nor a finite number"):
+        CohortDefinition.from_dict({"filters": {"coarse_type": [4, {"$gt": 1}]}})
