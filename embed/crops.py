@@ -83,7 +83,7 @@ class LesionCrops(Dataset):
                 hu = np.concatenate([hu, wide])
         except InputError as exc:
             hu = np.full((c.depth, c.out_px, c.out_px), PAD_HU, np.float32)
-            return i, torch.from_numpy(hu), exc.message
+            return i, torch.from_numpy(hu), exc.problem  # no image path: it names the patient
         return i, torch.from_numpy(hu), ""
 
 

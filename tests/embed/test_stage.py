@@ -92,9 +92,12 @@ def test_unreadable_image_is_listed_and_skipped(cohort, tmp_path):
     lesions = ws.table("lesions")
     victim = lesions.iloc[3]
     (ws.image_root() / victim["image_ref"]).write_bytes(b"truncated")
-    with pytest.raises(InputError, match="could not be read.*on_image_error to skip"):
+    with pytest.raises(InputError, match="could not be read.*on_image_error to skip") as info:
         stage.run(ws, config={**FAST, "on_image_error": "raise"})
     assert not ws.path("embeddings").exists()
+    # the image path names the patient; the message names the lesions row instead
+    assert str(victim["image_ref"]) not in str(info.value)
+    assert str(victim["image_ref"]).split("/")[0] not in str(info.value)
 
     summary = stage.run(ws, config=FAST)
     broken = lesions["series_ref"] == victim["series_ref"]  # neighbour slice of others, too
