@@ -1,1 +1,1 @@
-"""Side-by-side performance runs (``make bench``); see benchmarks/README.md."""
+"""Side-by-side performance runs (``make bench``); figures in benchmarks/RESULTS.md."""

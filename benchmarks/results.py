@@ -1,7 +1,7 @@
 """Append benchmark figures to ``benchmarks/results.jsonl`` and render ``RESULTS.md``.
 
 One JSON object a line: benchmark, metric, value, unit, baseline_value, ratio, n, machine,
-commit, date (DESIGN.md, "Benchmarks"). ``RESULTS.md`` is a table of the latest figure of
+commit, date (docs/design.md, "Benchmarks"). ``RESULTS.md`` is a table of the latest figure of
 each (benchmark, metric).
 """
 

@@ -17,7 +17,7 @@ OUT_DIR = "discovery"
 
 @dataclass(frozen=True)
 class DiscoveryResults:
-    """The tables of ``W/discovery/`` (see DESIGN.md) and the stage's metrics."""
+    """The tables of ``W/discovery/`` (see docs/design.md) and the stage's metrics."""
 
     clusters: pd.DataFrame
     cluster_summary: pd.DataFrame

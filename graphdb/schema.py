@@ -1,4 +1,4 @@
-"""The graph schema, identical on both backends (DESIGN.md, "Graph schema").
+"""The graph schema, identical on both backends (docs/design.md, "Graph schema").
 
 Node and edge types with their typed properties. Patients also carry the record fields of
 the cohort (``records.parquet``), whose names and types are only known at load time: see

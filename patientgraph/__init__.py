@@ -1,7 +1,7 @@
 """PatientGraph: a patient similarity graph and imaging-biomarker discovery engine.
 
 Data flows one way: ingest -> embed -> index -> graph -> discover -> explore, each stage
-reading and writing files of a workspace folder (see DESIGN.md).
+reading and writing files of a workspace folder (see docs/design.md).
 
 >>> from patientgraph import Workspace, ingest_deeplesion
 """

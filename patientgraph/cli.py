@@ -1,4 +1,4 @@
-"""The ``patientgraph`` command line (a contract: see DESIGN.md, "Command line").
+"""The ``patientgraph`` command line (a contract: see docs/design.md, "Command line").
 
 Every command exits 0 on success and 2 on a user mistake, printing one paragraph that
 names the file, row and column and the fix. ``ingest`` and ``run`` hold the workspace lock

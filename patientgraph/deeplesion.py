@@ -1,6 +1,6 @@
 """Ingest an archive in the DeepLesion release format: ``DL_info.csv`` + ``Images_png``.
 
-Read exactly as the release defines it (DESIGN.md): list-valued cells are comma-separated
+Read exactly as the release defines it: list-valued cells are comma-separated
 numbers, pixel coordinates are 1-based (converted to 0-based here), ``Coarse_lesion_type``
 -1 means unknown, ``File_name`` ``000001_01_01_109.png`` lives at
 ``Images_png/000001_01_01/109.png``, and slices are 16-bit PNG with HU = value - 32768.

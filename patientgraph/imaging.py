@@ -2,7 +2,7 @@
 
 Three kinds of input, one interface:
 
-* DeepLesion PNG slices (DESIGN.md, "DeepLesion format"): 16-bit PNG, HU = value - 32768,
+* DeepLesion PNG slices (the DeepLesion release's format): 16-bit PNG, HU = value - 32768,
   one folder per series (``Images_png/000001_01_01/109.png``), read lazily by
   :class:`DeepLesionSeries`.
 * NIfTI volumes (:func:`read_nifti`, nibabel) and DICOM series (:func:`read_dicom_series`,

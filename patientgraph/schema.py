@@ -1,11 +1,11 @@
 """The cohort data model: the five tables of a workspace and their schemas.
 
-``W/cohort/{patients,studies,lesions,records,outcomes}.parquet`` (DESIGN.md). Every ingest
+``W/cohort/{patients,studies,lesions,records,outcomes}.parquet`` (docs/design.md). Every ingest
 adapter builds these tables and passes them through :func:`validate_cohort` before anything
 is written: types, ranges, unique ids and every reference resolving. A failure becomes an
 :class:`~patientgraph.errors.InputError` that points back at the user's file and row.
 
-Lesion columns beyond DESIGN.md's contract (extensions, never renames):
+Lesion columns beyond the workspace contract (extensions, never renames):
 
 ``image_format``  ``deeplesion_png`` | ``nifti`` | ``dicom``
 ``series_ref``    the folder of PNG slices (DeepLesion) or the volume file / DICOM folder

@@ -4,7 +4,7 @@
 and ``Images_png/``) plus ``records.csv``, ``outcomes.csv``, ``studies.csv`` and ``truth.json``;
 the pipeline never reads ``truth.json``, the quality tests score against it.
 
-The cohort is built to be honest rather than easy (DESIGN.md, "Synthetic cohort"): lesions are
+The cohort is built to be honest rather than easy (docs/design.md): lesions are
 drawn into an analytic CT phantom whose anatomy follows the position along the body; the eight
 lesion types have overlapping appearance, size and location distributions; about 3% of the
 given labels are wrong; records miss values; lesions are followed over one to three studies as
