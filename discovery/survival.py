@@ -61,7 +61,7 @@ from scipy import linalg, stats
 from patientgraph.errors import InputError, did_you_mean
 
 RESULT_COLUMNS = ["candidate", "family", "hr", "ci_low", "ci_high", "p", "q", "n", "events"]
-"""The contract's columns (docs/design.md) of ``W/discovery/biomarkers.parquet``; they come first in ``results_``."""
+"""The contract columns of ``W/discovery/biomarkers.parquet``; first in ``results_``."""
 EXTRA_COLUMNS = [
     "biomarker", "level", "reference", "kind", "transform", "scale", "n_missing", "lr_p",
     "logrank_p", "concordance", "ph_p", "ph_violated", "converged", "significant", "flag", "note",

@@ -1,4 +1,4 @@
-"""The discover stage on a small workspace: files as docs/design.md names them, the graph, reruns."""
+"""The discover stage on a small workspace: the files the design names, the graph, reruns."""
 
 from __future__ import annotations
 
