@@ -32,6 +32,7 @@ from torch_geometric.data import Data
 from torch_geometric.nn import GraphConv
 from torch_geometric.utils import remove_self_loops, scatter, to_undirected
 
+from discovery.concordance import bootstrap_c_index, c_index
 from graphdb.pyg import features
 from graphdb.schema import PATIENT_OUTPUTS, property_type, record_properties
 from patientgraph.errors import InputError
@@ -392,13 +393,6 @@ class CoxBaseline:
 
 # -- evaluation --------------------------------------------------------------------------------
 
-def c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
-    """Harrell's C-index of a log-risk (higher risk = shorter survival, hence ``-risk``)."""
-    from lifelines.utils import concordance_index
-
-    return float(concordance_index(time, -np.asarray(risk, float), event))
-
-
 def evaluate(time: np.ndarray, event: np.ndarray, risk_gnn: np.ndarray, risk_cox: np.ndarray,
              *, n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
     """C-index of both models on the given (held-out) patients, with bootstrap intervals.
@@ -425,32 +419,6 @@ def evaluate(time: np.ndarray, event: np.ndarray, risk_gnn: np.ndarray, risk_cox
                              if len(draws) else [np.nan, np.nan])
     out["n_bootstrap"] = len(draws)
     return out
-
-
-def bootstrap_c_index(time: np.ndarray, event: np.ndarray, risks: Sequence[np.ndarray],
-                      counts: np.ndarray, block: int = 512) -> np.ndarray:
-    """Harrell's C-index of each risk on each resample given by row counts (B x n).
-
-    The same pairs and tie rules as ``lifelines.utils.concordance_index`` (a pair is
-    comparable when the earlier time is an event, or at equal times when only one is;
-    tied risks count 1/2), with every pair weighted by the product of its two counts: one
-    matrix product per block of rows instead of a lifelines call per resample.
-    Returns a (B x len(risks)) array, NaN where a resample has no comparable pair.
-    """
-    pairs = np.zeros(len(counts))
-    correct = np.zeros((len(counts), len(risks)))
-    for start in range(0, len(time), block):
-        part = slice(start, start + block)
-        t, e = time[part, None], event[part, None] > 0
-        first = (e & (t < time)) | (e & (t == time) & (event[None, :] == 0))
-        weights = counts[:, part]
-        pairs += ((weights @ first) * counts).sum(axis=1)
-        for m, risk in enumerate(risks):
-            r = risk[part, None]
-            score = first * ((r > risk) + 0.5 * (r == risk))
-            correct[:, m] += ((weights @ score) * counts).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(pairs[:, None] > 0, correct / pairs[:, None], np.nan)
 
 
 # -- explanation -------------------------------------------------------------------------------

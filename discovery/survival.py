@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, stats
 
+from discovery.concordance import c_index
 from patientgraph.errors import InputError, did_you_mean
 
 RESULT_COLUMNS = ["candidate", "family", "hr", "ci_low", "ci_high", "p", "q", "n", "events"]
@@ -237,44 +238,6 @@ def _newton(model: _Efron, *, penalizer: float, max_iter: int = 50, tol: float =
     return result
 
 
-def harrell_c(time: np.ndarray, predicted: np.ndarray, event: np.ndarray) -> float:
-    """Harrell's concordance index, as ``lifelines.utils.concordance_index``.
-
-    ``predicted`` is a predicted survival time (higher = longer; pass ``-risk``). Pairs and
-    ties follow lifelines: a death is comparable with everyone who left later, and with
-    those censored at its own time; tied predictions count one half. Vectorised over blocks
-    of deaths (O(n sqrt(n)) numpy work instead of a Python loop).
-    """
-    time, pred = np.asarray(time, float), np.asarray(predicted, float)
-    died = np.asarray(event).astype(bool)
-    order = np.argsort(time[died], kind="stable")
-    dt, dp = time[died][order], pred[died][order]
-    n_d = len(dt)
-    if n_d == 0:
-        return 0.5
-    # Each subject is compared with the deaths before it: strictly earlier for a death,
-    # at or before its time for a censored subject.
-    m = np.where(died, np.searchsorted(dt, time, "left"), np.searchsorted(dt, time, "right"))
-    size = max(32, int(np.sqrt(n_d)))
-    full = m // size
-    correct = np.zeros(len(time))
-    tied = np.zeros(len(time))
-    for b in np.unique(full):
-        sel = np.flatnonzero(full == b)
-        prefix = np.sort(dp[: b * size])
-        lo = np.searchsorted(prefix, pred[sel], "left")
-        correct[sel] += lo
-        tied[sel] += np.searchsorted(prefix, pred[sel], "right") - lo
-        rest = dp[b * size:(b + 1) * size]
-        mask = np.arange(len(rest))[None, :] < (m[sel] - b * size)[:, None]
-        correct[sel] += ((rest[None, :] < pred[sel][:, None]) & mask).sum(1)
-        tied[sel] += ((rest[None, :] == pred[sel][:, None]) & mask).sum(1)
-    pairs = m.sum()
-    if pairs == 0:
-        raise ZeroDivisionError("No admissable pairs in the dataset.")
-    return float((correct.sum() + 0.5 * tied.sum()) / pairs)
-
-
 def logrank_p_value(time: np.ndarray, groups: np.ndarray, event: np.ndarray) -> float:
     """The (multivariate) log-rank test p, as ``lifelines.statistics.multivariate_logrank_test``."""
     time = np.asarray(time, float)
@@ -406,7 +369,7 @@ class BiomarkerScan:
     engine:
         "numpy" (vectorised Efron Newton-Raphson) or "lifelines" (``CoxPHFitter`` per model).
     concordance:
-        Compute each model's Harrell C (as lifelines' ``concordance_index``).
+        Compute each model's Harrell C (:func:`discovery.concordance.c_index`).
     id_col:
         A patient identifier column, never a candidate.
     """
@@ -714,7 +677,7 @@ class BiomarkerScan:
         logrank_p = np.nan
         if base["kind"] != "numeric":
             logrank_p = logrank_p_value(T, sub[base["candidate"]].map(_level_name).to_numpy(), E)
-        conc = harrell_c(T, -fit.risk, E) if self.concordance else np.nan
+        conc = c_index(T, E, fit.risk) if self.concordance else np.nan
         rows = []
         for j, lb in enumerate(labels):
             b, se = float(fit.beta[j]), float(fit.se[j])

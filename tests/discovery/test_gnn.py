@@ -17,7 +17,6 @@ from discovery.gnn import (
     CoxBaseline,
     GNNRisk,
     attributions,
-    bootstrap_c_index,
     cox_partial_nll,
     evaluate,
     explain,
@@ -194,22 +193,6 @@ def test_cox_baseline_matches_lifelines_and_skips_constant_columns(graph, scenar
 
 
 # -- evaluation --------------------------------------------------------------------------------
-
-def test_bootstrap_c_index_equals_lifelines_on_each_resample():
-    rng = np.random.default_rng(2)
-    n = 50
-    time = rng.integers(1, 15, n).astype(float)  # many tied times
-    event = rng.integers(0, 2, n).astype(float)
-    risks = [rng.integers(0, 4, n).astype(float), rng.normal(size=n)]  # tied risks too
-    rows = rng.integers(0, n, (6, n))
-    counts = np.zeros((6, n))
-    np.add.at(counts, (np.arange(6)[:, None], rows), 1.0)
-    got = bootstrap_c_index(time, event, risks, counts, block=7)
-    for b in range(6):
-        for m, risk in enumerate(risks):
-            expected = concordance_index(time[rows[b]], -risk[rows[b]], event[rows[b]])
-            assert got[b, m] == pytest.approx(expected, abs=1e-12)
-
 
 def test_evaluate_point_estimates_and_paired_intervals():
     rng = np.random.default_rng(3)

@@ -18,7 +18,6 @@ from lifelines.statistics import (
     multivariate_logrank_test,
     proportional_hazard_test,
 )
-from lifelines.utils import concordance_index
 
 from discovery.candidates import build_candidates
 from discovery.survival import (
@@ -29,7 +28,6 @@ from discovery.survival import (
     choose_transform,
     compare_groups,
     cox_fit,
-    harrell_c,
     kaplan_meier,
     lifelines_loop,
     logrank_p_value,
@@ -70,17 +68,6 @@ def test_cox_fit_risk_is_in_input_order():
     X = rossi[["fin", "age", "prio"]].to_numpy(float)
     fit = cox_fit(X, rossi["week"].to_numpy(float), rossi["arrest"].to_numpy())
     np.testing.assert_allclose(fit.risk, (X - X.mean(0)) @ fit.beta, atol=1e-12)
-
-
-def test_harrell_c_matches_lifelines():
-    rng = np.random.default_rng(1)
-    for n in (5, 60, 700):
-        t = rng.integers(1, 40, n).astype(float)  # tied times
-        e = rng.integers(0, 2, n)
-        e[0] = 1
-        for pred in (rng.normal(size=n), rng.integers(0, 3, n).astype(float)):  # tied scores
-            assert harrell_c(t, pred, e) == pytest.approx(concordance_index(t, pred, e),
-                                                          abs=1e-12)
 
 
 def test_logrank_matches_lifelines():
