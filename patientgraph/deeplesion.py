@@ -24,6 +24,7 @@ import pandas as pd
 from patientgraph import ingest
 from patientgraph.errors import InputError
 from patientgraph.schema import Source
+from patientgraph.validate import fail_rows
 from patientgraph.workspace import Workspace, fingerprint, listing_sha256
 
 COLUMNS = (
@@ -92,15 +93,8 @@ class _Reader:
 
     def fail(self, mask: np.ndarray | pd.Series, column: str,
              problem: str | Callable[[int], str], fix: str) -> None:
-        """Raise for the first row in ``mask``. ``problem`` (or ``problem(row)``) says what
-        is wrong in general terms: a cell's value is never quoted (it may identify a
-        patient: a File_name holds the patient number, a shifted row free text)."""
-        mask = np.asarray(mask, dtype=bool)
-        if mask.any():
-            rows = np.flatnonzero(mask)
-            text = problem(int(rows[0])) if callable(problem) else problem
-            raise InputError(self.path, text, fix, row=int(rows[0]), column=column,
-                             more=len(rows) - 1)
+        """Raise for the first row (position) in ``mask``: :func:`fail_rows`."""
+        fail_rows(self.source, np.asarray(mask, dtype=bool), column, problem, fix)
 
     def numbers(self, column: str, *, integer: bool = False, allow_missing: bool = False,
                 fix: str) -> np.ndarray:
@@ -147,33 +141,55 @@ def _entries(n: int) -> str:
 def read_dl_info(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Source]:
     """Parse DL_info.csv into (patients, studies, lesions) tables, checking every cell."""
     r = _Reader(Path(path))
-    raw = r.raw
-    n = len(raw)
+    names = r.raw["File_name"].astype(str).str.strip()
+    ids = _read_ids(r, names)
+    geometry = _read_geometry(r, ids["key"])
+    labels = _read_labels(r)
+    _check_duplicates(r, names)
+    lesions = _lesions_table(names, ids, geometry, labels)
+    patients, studies = _patients_and_studies(r, lesions, ids, labels)
+    return patients, studies, lesions, r.source
 
-    names = raw["File_name"].astype(str).str.strip()
+
+def _read_ids(r: _Reader, names: pd.Series) -> dict[str, np.ndarray]:
+    """Patient, study, series and key slice, each checked against the File_name."""
     parsed = names.str.extract(_FILE_NAME)
     r.fail(parsed[0].isna(), "File_name",
            "the value is not a DeepLesion file name",
            "file names look like 000001_01_01_109.png (patient_study_series_slice.png)")
-    pidx = r.numbers("Patient_index", integer=True, fix="Patient_index is a positive integer")
-    sidx = r.numbers("Study_index", integer=True, fix="Study_index is a positive integer")
-    series = r.numbers("Series_ID", integer=True, fix="Series_ID is a positive integer")
-    key = r.numbers("Key_slice_index", integer=True, fix="Key_slice_index is a slice number")
-    for col, part, values in (("Patient_index", 0, pidx), ("Study_index", 1, sidx),
-                              ("Series_ID", 2, series), ("Key_slice_index", 3, key)):
+    ids = {
+        "patient": r.numbers("Patient_index", integer=True,
+                             fix="Patient_index is a positive integer"),
+        "study": r.numbers("Study_index", integer=True, fix="Study_index is a positive integer"),
+        "series": r.numbers("Series_ID", integer=True, fix="Series_ID is a positive integer"),
+        "key": r.numbers("Key_slice_index", integer=True,
+                         fix="Key_slice_index is a slice number"),
+    }
+    for col, part, values in (("Patient_index", 0, ids["patient"]),
+                              ("Study_index", 1, ids["study"]),
+                              ("Series_ID", 2, ids["series"]), ("Key_slice_index", 3, ids["key"])):
         r.fail(parsed[part].astype(float).to_numpy() != values, col,
                f"{col} does not match File_name",
                "File_name is built from Patient_index, Study_index, Series_ID and "
                "Key_slice_index; correct whichever is wrong")
+    return ids
 
-    recist = r.lists("Measurement_coordinates") - 1.0
-    bbox = r.lists("Bounding_boxes") - 1.0
-    diam = r.lists("Lesion_diameters_Pixel_")
-    loc = r.lists("Normalized_lesion_location")
-    srange = r.lists("Slice_range")
-    spacing = r.lists("Spacing_mm_px_")
-    size = r.lists("Image_size")
-    windows = r.lists("DICOM_windows")
+
+def _read_geometry(r: _Reader, key: np.ndarray) -> dict[str, np.ndarray]:
+    """The list-valued columns (pixel coordinates made 0-based), each checked against the
+    image size and the others."""
+    g = {
+        "recist": r.lists("Measurement_coordinates") - 1.0,
+        "bbox": r.lists("Bounding_boxes") - 1.0,
+        "diam": r.lists("Lesion_diameters_Pixel_"),
+        "loc": r.lists("Normalized_lesion_location"),
+        "srange": r.lists("Slice_range"),
+        "spacing": r.lists("Spacing_mm_px_"),
+        "size": r.lists("Image_size"),
+        "windows": r.lists("DICOM_windows"),
+    }
+    recist, bbox, diam, loc, srange, spacing, size = (
+        g[k] for k in ("recist", "bbox", "diam", "loc", "srange", "spacing", "size"))
 
     r.fail((spacing <= 0).any(axis=1), "Spacing_mm_px_",
            "a spacing is not positive", "spacing is in mm and above zero")
@@ -206,7 +222,12 @@ def read_dl_info(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     r.fail((srange[:, 0] > key) | (key > srange[:, 1]), "Slice_range",
            "the range does not contain Key_slice_index",
            "Slice_range is \"first, last\" of the slices around the key slice")
+    return g
 
+
+def _read_labels(r: _Reader) -> dict[str, Any]:
+    """Lesion type, noise flag, split, age and sex, each checked for its allowed values."""
+    raw = r.raw
     ctype = r.numbers("Coarse_lesion_type", integer=True, fix="use 1-8, or -1 for unknown")
     r.fail(~np.isin(ctype, [-1, 1, 2, 3, 4, 5, 6, 7, 8]), "Coarse_lesion_type",
            "the type is not one of -1, 1..8", "use 1-8, or -1 for unknown")
@@ -224,33 +245,42 @@ def read_dl_info(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     sex_missing = ingest.is_missing(raw["Patient_gender"]).to_numpy()
     r.fail(~sex.isin(["M", "F"]).to_numpy() & ~sex_missing, "Patient_gender",
            "the value is not M or F", "write M or F, or leave it empty when unknown")
+    return {"ctype": ctype, "noisy": noisy, "split": split, "age": age,
+            "sex": sex.where(~sex_missing)}
 
-    dup = raw.duplicated(keep="first").to_numpy()
+
+def _check_duplicates(r: _Reader, names: pd.Series) -> None:
+    """No row repeats an earlier one, nor the same lesion of the same slice."""
+    dup = r.raw.duplicated(keep="first").to_numpy()
     r.fail(dup, "File_name", "this row repeats an earlier row exactly",
            "remove the duplicate row")
-    same = pd.DataFrame({"f": names, "m": raw["Measurement_coordinates"]}).duplicated()
+    same = pd.DataFrame({"f": names, "m": r.raw["Measurement_coordinates"]}).duplicated()
     r.fail(same.to_numpy(), "Measurement_coordinates",
            "this lesion (same File_name and measurement) is already on an earlier row",
            "remove the duplicate row, or correct its Measurement_coordinates")
 
-    pid = pd.Series(pidx.astype(int)).map(patient_id)
-    study_id = pid + "_" + pd.Series(sidx.astype(int)).map("{:02d}".format)
+
+def _lesions_table(names: pd.Series, ids: dict[str, np.ndarray], g: dict[str, np.ndarray],
+                   labels: dict[str, Any]) -> pd.DataFrame:
+    """The workspace's lesions table from the checked columns."""
+    pid = pd.Series(ids["patient"].astype(int)).map(patient_id)
+    study_id = pid + "_" + pd.Series(ids["study"].astype(int)).map("{:02d}".format)
     series_ref = names.str.rsplit("_", n=1).str[0]
     image_ref = series_ref + "/" + names.str.rsplit("_", n=1).str[1]
-    lesion_id = lesion_ids(names)
-
-    lesions = pd.DataFrame({
-        "lesion_id": lesion_id,
+    recist, spacing, diam, loc = g["recist"], g["spacing"], g["diam"], g["loc"]
+    ctype = labels["ctype"]
+    return pd.DataFrame({
+        "lesion_id": lesion_ids(names),
         "patient_id": pid,
         "study_id": study_id,
-        "source_row": np.arange(n, dtype="int64"),
+        "source_row": np.arange(len(names), dtype="int64"),
         "image_ref": image_ref,
         "image_format": "deeplesion_png",
         "series_ref": series_ref,
-        "key_slice": key.astype("int64"),
-        "slice_first": srange[:, 0].astype("int64"),
-        "slice_last": srange[:, 1].astype("int64"),
-        "bbox": list(bbox.astype(float)),
+        "key_slice": ids["key"].astype("int64"),
+        "slice_first": g["srange"][:, 0].astype("int64"),
+        "slice_last": g["srange"][:, 1].astype("int64"),
+        "bbox": list(g["bbox"].astype(float)),
         "recist": list(recist.astype(float)),
         "center_x": (recist[:, 0] + recist[:, 2]) / 2.0,
         "center_y": (recist[:, 1] + recist[:, 3]) / 2.0,
@@ -260,19 +290,25 @@ def read_dl_info(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
         "loc_y": loc[:, 1],
         "loc_z": loc[:, 2],
         "coarse_type": pd.array(np.where(ctype < 0, pd.NA, ctype), dtype="Int64"),
-        "noisy": noisy.astype(bool),
-        "split": pd.array(split.astype(int), dtype="Int64"),
+        "noisy": labels["noisy"].astype(bool),
+        "split": pd.array(labels["split"].astype(int), dtype="Int64"),
         "spacing_x": spacing[:, 0],
         "spacing_y": spacing[:, 1],
         "spacing_z": spacing[:, 2],
-        "image_w": width.astype("int64"),
-        "image_h": height.astype("int64"),
-        "window_lo": windows[:, 0],
-        "window_hi": windows[:, 1],
+        "image_w": g["size"][:, 0].astype("int64"),
+        "image_h": g["size"][:, 1].astype("int64"),
+        "window_lo": g["windows"][:, 0],
+        "window_hi": g["windows"][:, 1],
     })
 
-    per_row = pd.DataFrame({"patient_id": pid, "study_id": study_id, "study_index": sidx,
-                            "sex": sex.where(~sex_missing), "age": age})
+
+def _patients_and_studies(r: _Reader, lesions: pd.DataFrame, ids: dict[str, np.ndarray],
+                          labels: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The patients (one sex each; age at the first study) and studies tables."""
+    pid = lesions["patient_id"]
+    per_row = pd.DataFrame({"patient_id": pid, "study_id": lesions["study_id"],
+                            "study_index": ids["study"], "sex": labels["sex"],
+                            "age": labels["age"]})
     _check_consistent(r, per_row, "patient_id", "sex", "Patient_gender")
     studies = (per_row.sort_values(["patient_id", "study_index"])
                .groupby("study_id", sort=False)
@@ -286,7 +322,7 @@ def read_dl_info(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     patients = pd.DataFrame({"patient_id": sorted(pid.unique())})
     patients["sex"] = patients["patient_id"].map(sexes).astype(object)
     patients["age"] = patients["patient_id"].map(first["age_at_study"]).astype(float)
-    return patients, studies, lesions, r.source
+    return patients, studies
 
 
 def _check_consistent(r: _Reader, rows: pd.DataFrame, key: str, col: str, raw_col: str) -> None:

@@ -23,6 +23,7 @@ import pandas as pd
 from patientgraph.atomic import atomic_dir
 from patientgraph.errors import InputError
 from patientgraph.schema import TABLES, Source, empty_table, validate_cohort
+from patientgraph.validate import fail_rows
 from patientgraph.workspace import COHORT_DIR, Workspace, file_sha256, fingerprint
 
 KEY_COLUMNS = ("Patient_index", "patient_id")
@@ -68,17 +69,8 @@ def to_number(
     bad = values.isna() & ~missing
     if integer:
         bad |= values.notna() & (values != np.floor(values.fillna(0)))
-    if bad.any():
-        idx = s.index[bad.to_numpy()]
-        kind = "a whole number" if integer else "a number"
-        raise InputError(
-            source.file,
-            f"the value is not {kind}",
-            fix,
-            row=source.row_of(idx[0]),
-            column=column,
-            more=len(idx) - 1,
-        )
+    kind = "a whole number" if integer else "a number"
+    fail_rows(source, bad, column, f"the value is not {kind}", fix)
     return values.astype(float)
 
 
@@ -102,13 +94,8 @@ def patient_key(
             "integer) or patient_id",
         )
     col = present[0]
-    missing = is_missing(df[col])
-    if missing.any():
-        idx = df.index[missing.to_numpy()]
-        raise InputError(
-            source.file, "the patient key is empty", "fill in the patient of every row",
-            row=source.row_of(idx[0]), column=col, more=len(idx) - 1,
-        )
+    fail_rows(source, is_missing(df[col]), col, "the patient key is empty",
+              "fill in the patient of every row")
     if col == "Patient_index":
         to_number(
             df[col], source, col, integer=True,
@@ -151,15 +138,9 @@ def _covariate(s: pd.Series, source: Source, col: str) -> pd.Series:
     if share == 1.0:
         return pd.to_numeric(s.where(~missing), errors="coerce").astype(float)
     if share >= _NUMERIC_SHARE:
-        stray = present.index[numeric.isna().to_numpy()]
-        raise InputError(
-            source.file,
-            "the column holds numbers, but this cell is not a number",
-            "leave the cell empty (or write NA) where the value is missing, or correct it",
-            row=source.row_of(stray[0]),
-            column=col,
-            more=len(stray) - 1,
-        )
+        fail_rows(source, numeric.isna(), col,
+                  "the column holds numbers, but this cell is not a number",
+                  "leave the cell empty (or write NA) where the value is missing, or correct it")
     return s.where(~missing).astype("string").str.strip().astype(object)
 
 
@@ -194,28 +175,12 @@ def read_outcomes(
         (time_col, time, "give every patient's follow-up time, or drop the row"),
         (event_col, event, "give every patient's event status, or drop the row"),
     ):
-        if values.isna().any():
-            idx = raw.index[values.isna().to_numpy()]
-            raise InputError(
-                path, "the value is missing", fix, row=source.row_of(idx[0]), column=col,
-                more=len(idx) - 1,
-            )
-    if (time < 0).any():
-        idx = raw.index[(time < 0).to_numpy()]
-        raise InputError(
-            path, "the follow-up time is negative",
-            "time is days from the first study to the event or censoring; it cannot be "
-            "negative (check the date arithmetic)",
-            row=source.row_of(idx[0]), column=time_col, more=len(idx) - 1,
-        )
-    bad = ~event.isin([0.0, 1.0])
-    if bad.any():
-        idx = raw.index[bad.to_numpy()]
-        raise InputError(
-            path, "the event is not 0 or 1",
-            "code the event as 1 (event observed) or 0 (censored)",
-            row=source.row_of(idx[0]), column=event_col, more=len(idx) - 1,
-        )
+        fail_rows(source, values.isna(), col, "the value is missing", fix)
+    fail_rows(source, time < 0, time_col, "the follow-up time is negative",
+              "time is days from the first study to the event or censoring; it cannot be "
+              "negative (check the date arithmetic)")
+    fail_rows(source, ~event.isin([0.0, 1.0]), event_col, "the event is not 0 or 1",
+              "code the event as 1 (event observed) or 0 (censored)")
     out = pd.DataFrame(
         {"patient_id": pid.astype(str), "time_days": time, "event": event.astype("int64")},
         index=raw.index,
@@ -238,19 +203,13 @@ def read_study_days(
     study = to_number(raw["Study_index"], source, "Study_index", integer=True,
                       fix="Study_index must be the integer study number of DL_info.csv")
     day = to_number(raw["day"], source, "day", fix="give the study day as a number of days")
-    if (day < 0).any():
-        idx = raw.index[(day < 0).to_numpy()]
-        raise InputError(path, "the day is negative",
-                         "day counts from the patient's first study, which is day 0",
-                         row=source.row_of(idx[0]), column="day", more=len(idx) - 1)
+    fail_rows(source, day < 0, "day", "the day is negative",
+              "day counts from the patient's first study, which is day 0")
     out = pd.DataFrame({"patient_id": pid.astype(str), "study_index": study, "day": day},
                        index=raw.index)
-    dup = out.duplicated(["patient_id", "study_index"], keep="first")
-    if dup.any():
-        idx = out.index[dup.to_numpy()]
-        raise InputError(path, "this patient and study already appear on an earlier row",
-                         "give each study one row", row=source.row_of(idx[0]),
-                         column="Study_index", more=len(idx) - 1)
+    fail_rows(source, out.duplicated(["patient_id", "study_index"], keep="first"),
+              "Study_index", "this patient and study already appear on an earlier row",
+              "give each study one row")
     return out, source
 
 

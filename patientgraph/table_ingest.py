@@ -43,6 +43,7 @@ import pandas as pd
 from patientgraph import ingest
 from patientgraph.errors import InputError
 from patientgraph.schema import Source
+from patientgraph.validate import fail_rows
 from patientgraph.workspace import Workspace, fingerprint, listing_sha256
 
 REQUIRED = ("lesion_id", "patient_id", "study_id", "image", "x", "y", "z")
@@ -68,10 +69,20 @@ def _image_format(path: Path) -> str:
 def read_lesion_table(path: Path, progress=None) -> tuple[pd.DataFrame, pd.DataFrame,
                                                           pd.DataFrame, Source]:
     """Parse the lesions table into (patients, studies, lesions), reading volume headers."""
-    from patientgraph.imaging import volume_header, world_to_voxel
-
     raw = ingest.read_table(path)
     source = Source(str(path), rows=pd.Series(np.arange(len(raw)), index=raw.index))
+    _check_columns(raw, path)
+    fields = _read_fields(raw, source)
+    images = raw["image"].astype(str).str.strip().map(
+        lambda p: str(Path(p) if Path(p).is_absolute() else (path.parent / p).resolve()))
+    headers = _read_headers(images, source, progress)
+    lesions = _lesion_rows(raw, source, fields, images, headers)
+    patients, studies = _patients_and_studies(raw, source, fields, lesions)
+    return patients, studies, lesions, source
+
+
+def _check_columns(raw: pd.DataFrame, path: Path) -> None:
+    """The required columns are there and the table has rows."""
     missing = [c for c in REQUIRED if c not in raw.columns]
     if missing:
         raise InputError(path, f"the column {missing[0]!r} is missing",
@@ -79,69 +90,62 @@ def read_lesion_table(path: Path, progress=None) -> tuple[pd.DataFrame, pd.DataF
                          column=missing[0])
     if raw.empty:
         raise InputError(path, "the table has no rows", "add at least one lesion")
+
+
+def _read_fields(raw: pd.DataFrame, source: Source) -> dict[str, pd.Series]:
+    """Check and parse every column but the image: ids, centre, coords and the optional
+    numbers, each checked for range."""
     for col in ("lesion_id", "patient_id", "study_id", "image"):
-        empty = ingest.is_missing(raw[col])
-        if empty.any():
-            idx = raw.index[empty.to_numpy()]
-            raise InputError(path, "the value is empty", f"fill in {col} on every row",
-                             row=source.row_of(idx[0]), column=col, more=len(idx) - 1)
-    num = {c: ingest.to_number(raw[c], source, c, fix=f"{c} is a number")
-           for c in ("x", "y", "z")}
-    for c, v in num.items():
-        if v.isna().any():
-            idx = raw.index[v.isna().to_numpy()]
-            raise InputError(path, "the coordinate is empty", "give the lesion centre",
-                             row=source.row_of(idx[0]), column=c, more=len(idx) - 1)
+        fail_rows(source, ingest.is_missing(raw[col]), col, "the value is empty",
+                  f"fill in {col} on every row")
+    fields = {c: ingest.to_number(raw[c], source, c, fix=f"{c} is a number")
+              for c in ("x", "y", "z")}
+    for c in ("x", "y", "z"):
+        fail_rows(source, fields[c].isna(), c, "the coordinate is empty",
+                  "give the lesion centre")
     coords = (raw["coords"].astype(str).str.strip().str.lower() if "coords" in raw
               else pd.Series("voxel", index=raw.index))
-    bad = ~coords.isin(["voxel", "world"])
-    if bad.any():
-        idx = raw.index[bad.to_numpy()]
-        raise InputError(path, "coords is not voxel or world",
-                         "write voxel (0-based i, j, k) or world (LPS mm)",
-                         row=source.row_of(idx[0]), column="coords", more=len(idx) - 1)
+    fail_rows(source, ~coords.isin(["voxel", "world"]), "coords",
+              "coords is not voxel or world", "write voxel (0-based i, j, k) or world (LPS mm)")
+    fields["coords"] = coords
 
     def optional(col: str, **kw) -> pd.Series:
         if col not in raw:
             return pd.Series(np.nan, index=raw.index)
         return ingest.to_number(raw[col], source, col, **kw)
 
-    long_mm = optional("long_mm", fix="long_mm is a diameter in mm")
-    short_mm = optional("short_mm", fix="short_mm is a diameter in mm")
-    ctype = optional("coarse_type", integer=True, fix="coarse_type is 1..8, or -1 / empty")
-    day = optional("day", fix="day is a number of days since the first study")
-    age = optional("age", fix="age is a number of years")
-    split = optional("split", integer=True, fix="split is 1, 2 or 3")
-    window = {c: optional(c, fix=f"{c} is the display window's {end} bound in HU")
-              for c, end in (("window_lo", "lower"), ("window_hi", "upper"))}
+    fields["long_mm"] = optional("long_mm", fix="long_mm is a diameter in mm")
+    fields["short_mm"] = optional("short_mm", fix="short_mm is a diameter in mm")
+    fields["coarse_type"] = optional("coarse_type", integer=True,
+                                     fix="coarse_type is 1..8, or -1 / empty")
+    fields["day"] = optional("day", fix="day is a number of days since the first study")
+    fields["age"] = optional("age", fix="age is a number of years")
+    fields["split"] = optional("split", integer=True, fix="split is 1, 2 or 3")
+    for c, end in (("window_lo", "lower"), ("window_hi", "upper")):
+        fields[c] = optional(c, fix=f"{c} is the display window's {end} bound in HU")
     for col, other in (("window_lo", "window_hi"), ("window_hi", "window_lo")):
-        half = window[col].isna() & window[other].notna()
-        if half.any():
-            idx = raw.index[half.to_numpy()]
-            raise InputError(path, f"{other} is given but {col} is empty",
-                             "give both bounds of the reading window, or neither",
-                             row=source.row_of(idx[0]), column=col, more=len(idx) - 1)
-    inverted = window["window_hi"] <= window["window_lo"]
-    if inverted.any():
-        idx = raw.index[inverted.to_numpy()]
-        raise InputError(path, "window_hi is not above window_lo",
-                         "window_lo is the lower bound in HU, window_hi the upper",
-                         row=source.row_of(idx[0]), column="window_hi", more=len(idx) - 1)
+        fail_rows(source, fields[col].isna() & fields[other].notna(), col,
+                  f"{other} is given but {col} is empty",
+                  "give both bounds of the reading window, or neither")
+    fail_rows(source, fields["window_hi"] <= fields["window_lo"], "window_hi",
+              "window_hi is not above window_lo",
+              "window_lo is the lower bound in HU, window_hi the upper")
+    long_mm, ctype, day, split = (fields[c] for c in ("long_mm", "coarse_type", "day", "split"))
     for col, values, ok, fix in (
         ("long_mm", long_mm, long_mm > 0, "diameters are positive mm"),
         ("coarse_type", ctype, ctype.isin([-1, 1, 2, 3, 4, 5, 6, 7, 8]), "use 1..8 or -1"),
         ("day", day, day >= 0, "days count from the first study, which is day 0"),
         ("split", split, split.isin([1, 2, 3]), "use 1 (train), 2 (val) or 3 (test)"),
     ):
-        bad = values.notna() & ~ok
-        if bad.any():
-            idx = raw.index[bad.to_numpy()]
-            raise InputError(path, "the value is out of range", fix,
-                             row=source.row_of(idx[0]), column=col, more=len(idx) - 1)
+        fail_rows(source, values.notna() & ~ok, col, "the value is out of range", fix)
+    return fields
 
-    base = path.parent
-    images = raw["image"].astype(str).str.strip().map(
-        lambda p: str(Path(p) if Path(p).is_absolute() else (base / p).resolve()))
+
+def _read_headers(images: pd.Series, source: Source, progress) -> dict[str, Any]:
+    """The header of each distinct image, refusing paths that are not a NIfTI file or a
+    DICOM folder, or cannot be read."""
+    from patientgraph.imaging import volume_header
+
     headers: dict[str, Any] = {}
     for n, (idx, image) in enumerate(images.items()):
         if image in headers:
@@ -150,24 +154,34 @@ def read_lesion_table(path: Path, progress=None) -> tuple[pd.DataFrame, pd.DataF
         if not Path(image).exists() or fmt == "unknown":
             problem = ("the image does not exist" if not Path(image).exists()
                        else "the image is neither a NIfTI file nor a DICOM folder")
-            raise InputError(path, problem,
+            raise InputError(source.file, problem,
                              "point image at a .nii/.nii.gz file or a DICOM series folder "
                              "(relative paths are relative to the lesions table)",
                              row=source.row_of(idx), column="image")
         try:
             headers[image] = volume_header(image)
         except InputError as exc:
-            raise InputError(path, f"the image cannot be read: {exc.problem}", exc.fix,
+            raise InputError(source.file, f"the image cannot be read: {exc.problem}", exc.fix,
                              row=source.row_of(idx),
                              column="image") from None
         if progress is not None:
             progress(n + 1, len(images))
+    return headers
 
+
+def _lesion_rows(raw: pd.DataFrame, source: Source, fields: dict[str, pd.Series],
+                 images: pd.Series, headers: dict[str, Any]) -> pd.DataFrame:
+    """The lesions table: each centre in canonical voxels (refused outside its image) and
+    a box of the lesion's long diameter (or the default) around it."""
+    from patientgraph.imaging import world_to_voxel
+
+    long_mm, short_mm = fields["long_mm"], fields["short_mm"]
+    ctype, split, coords = fields["coarse_type"], fields["split"], fields["coords"]
     rows = []
     for idx in raw.index:
         image = images[idx]
         hdr = headers[image]
-        point = np.array([num["x"][idx], num["y"][idx], num["z"][idx]], dtype=float)
+        point = np.array([fields["x"][idx], fields["y"][idx], fields["z"][idx]], dtype=float)
         if coords[idx] == "world":
             ijk = np.asarray(world_to_voxel(hdr, point), dtype=float)
         else:
@@ -176,7 +190,7 @@ def read_lesion_table(path: Path, progress=None) -> tuple[pd.DataFrame, pd.DataF
         inside = (-0.5 <= ijk[0] <= ni - 0.5) and (-0.5 <= ijk[1] <= nj - 0.5) and (
             -0.5 <= ijk[2] <= nk - 0.5)
         if not inside:
-            raise InputError(path, f"the lesion centre (x, y, z) in {coords[idx]} "
+            raise InputError(source.file, f"the lesion centre (x, y, z) in {coords[idx]} "
                              f"coordinates lies outside the image ({ni} x {nj} x {nk} voxels)",
                              "check x, y, z and whether they are voxel or world (LPS mm) "
                              "coordinates (column coords)", row=source.row_of(idx), column="x")
@@ -209,31 +223,33 @@ def read_lesion_table(path: Path, progress=None) -> tuple[pd.DataFrame, pd.DataF
             "split": split[idx] if not np.isnan(split[idx]) else pd.NA,
             "spacing_x": sx, "spacing_y": sy, "spacing_z": sz,
             "image_w": int(ni), "image_h": int(nj),
-            "window_lo": window["window_lo"][idx], "window_hi": window["window_hi"][idx],
+            "window_lo": fields["window_lo"][idx], "window_hi": fields["window_hi"][idx],
         })
     lesions = pd.DataFrame(rows)
     lesions["coarse_type"] = pd.array(lesions["coarse_type"], dtype="Int64")
     lesions["split"] = pd.array(lesions["split"], dtype="Int64")
     for col in ("loc_x", "loc_y", "loc_z", "long_mm", "short_mm", "window_lo", "window_hi"):
         lesions[col] = lesions[col].astype(float)
+    return lesions
 
+
+def _patients_and_studies(raw: pd.DataFrame, source: Source, fields: dict[str, pd.Series],
+                          lesions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The patients (sex, age at the first study) and studies (day, order per patient)
+    tables, refusing a sex other than M/F and a study_id shared by two patients."""
     sex = (raw["sex"].astype(str).str.strip().str.upper() if "sex" in raw
            else pd.Series("", index=raw.index))
     sex = sex.where(~ingest.is_missing(sex))
-    bad = sex.notna() & ~sex.isin(["M", "F"])
-    if bad.any():
-        idx = raw.index[bad.to_numpy()]
-        raise InputError(path, "sex is not M or F",
-                         "write M or F, or leave it empty", row=source.row_of(idx[0]),
-                         column="sex", more=len(idx) - 1)
+    fail_rows(source, sex.notna() & ~sex.isin(["M", "F"]), "sex", "sex is not M or F",
+              "write M or F, or leave it empty")
     per_row = pd.DataFrame({"patient_id": lesions["patient_id"], "study_id":
-                            lesions["study_id"], "day": day.to_numpy(), "age": age.to_numpy(),
-                            "sex": sex.to_numpy()})
+                            lesions["study_id"], "day": fields["day"].to_numpy(),
+                            "age": fields["age"].to_numpy(), "sex": sex.to_numpy()})
     owners = per_row.groupby("study_id")["patient_id"].nunique()
     if (owners > 1).any():
         sid = owners[owners > 1].index[0]
         idx = per_row.index[per_row["study_id"] == sid][-1]
-        raise InputError(path, "this study_id belongs to more than one patient",
+        raise InputError(source.file, "this study_id belongs to more than one patient",
                          "give each study an id of its own", row=source.row_of(idx),
                          column="study_id")
     studies = (per_row.groupby("study_id", sort=False)
@@ -248,7 +264,7 @@ def read_lesion_table(path: Path, progress=None) -> tuple[pd.DataFrame, pd.DataF
     patients = pd.DataFrame({"patient_id": sorted(lesions["patient_id"].unique())})
     patients["sex"] = patients["patient_id"].map(sexes).astype(object)
     patients["age"] = patients["patient_id"].map(first_age).astype(float)
-    return patients, studies, lesions, source
+    return patients, studies
 
 
 def ingest_table(
