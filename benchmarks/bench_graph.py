@@ -34,8 +34,7 @@ from unittest import mock
 import numpy as np
 
 from benchmarks.results import latency_ms, record
-from graphdb import server
-from graphdb.store import GraphStore, open_store
+from graphdb import GraphStore, open_store, server
 from graphdb.synthetic import DEEPLESION, synthetic_cohort
 
 BENCH = "graph"

@@ -92,7 +92,7 @@ class GraphAccess:
         return fn(self._open())
 
     def _open(self):
-        from graphdb.store import open_store
+        from graphdb import open_store
 
         with self._lock:
             if self._store is None or self._pid != os.getpid():  # a forked worker opens its own
@@ -172,7 +172,7 @@ class ExplorerData:
 
 def graph_target(ws: Workspace, graph: str | None) -> str | None:
     """Where the workspace's graph is: ``graph``, else where the graph stage loaded it."""
-    from graphdb.store import is_server_uri
+    from graphdb.target import is_server_uri
 
     if graph:
         return graph

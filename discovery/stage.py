@@ -137,7 +137,7 @@ def analyse(data: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any],
 
 def write_back(target: str, frames: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
     """Write clusters, tracks, biomarkers and risk into the graph at ``target``."""
-    from graphdb.store import open_store
+    from graphdb import open_store
 
     with open_store(target) as store:
         counts: dict[str, Any] = dict(store.write_clusters(frames["clusters"]))
@@ -152,7 +152,7 @@ def _write_back_recorded(ws: Workspace, target: str, shown: str | None,
     """:func:`write_back`, keeping the graph stage's record true: when ``target`` is the
     graph that stage loaded, its record is pending while the graph changes and re-hashed
     after, so that a kill half way makes the next run rebuild the graph (and this stage)."""
-    from graphdb.store import is_server_uri
+    from graphdb.target import is_server_uri
 
     loaded = (ws.stage_record("graph") or {}).get("config", {}).get("graph")
     ours = loaded is not None and loaded == shown
@@ -229,7 +229,7 @@ def _read_inputs(ws: Workspace) -> dict[str, pd.DataFrame]:
 
 def _graph_target(ws: Workspace, cfg: Mapping[str, Any]) -> str | None:
     """Where to write the results: the config's graph, else where the graph stage loaded."""
-    from graphdb.store import is_server_uri
+    from graphdb.target import is_server_uri
 
     if not cfg["write_graph"]:
         return None
@@ -244,7 +244,7 @@ def _graph_target(ws: Workspace, cfg: Mapping[str, Any]) -> str | None:
 
 def _shown(target: str | None, ws: Workspace) -> str | None:
     """The target as the manifest shows it: no credentials; a folder relative to W."""
-    from graphdb.store import is_server_uri, redact
+    from graphdb.target import is_server_uri, redact
 
     if target is None or is_server_uri(target):
         return redact(target) if target else None

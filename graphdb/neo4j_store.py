@@ -40,7 +40,8 @@ from graphdb.errors import (
 )
 from graphdb.filters import compile_filters
 from graphdb.schema import BOOLEAN, DOUBLE, INT64, NODES, STRING, EdgeType, NodeType
-from graphdb.store import GraphStore, redact
+from graphdb.store import GraphStore
+from graphdb.target import redact
 from patientgraph.errors import InputError
 
 # Rows per UNWIND transaction. bench_graph measured 2,000 to 50,000 on a DeepLesion-scale

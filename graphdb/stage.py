@@ -18,8 +18,10 @@ from typing import Any
 
 import pandas as pd
 
+from graphdb import open_store
 from graphdb.embedded import DB_FILE
-from graphdb.store import GraphStore, is_server_uri, open_store, redact, resolve_target
+from graphdb.store import GraphStore
+from graphdb.target import is_server_uri, redact, resolve_target
 from patientgraph.atomic import atomic_dir, clean_leftovers
 from patientgraph.errors import InputError
 from patientgraph.schema import Source, check_references

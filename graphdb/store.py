@@ -1,6 +1,6 @@
 """``GraphStore``: the patient graph behind one interface, on LadybugDB or Neo4j.
 
-:func:`open_store` picks the backend from its target: a ``neo4j://`` or ``bolt://`` URI
+:func:`graphdb.open_store` picks the backend from its target: a ``neo4j://`` or ``bolt://`` URI
 (credentials from ``NEO4J_USER`` / ``NEO4J_PASSWORD``, database from ``NEO4J_DATABASE``)
 opens :class:`graphdb.neo4j_store.Neo4jStore`; anything else is a folder for the embedded
 :class:`graphdb.embedded.EmbeddedStore`. Both hold the schema of :mod:`graphdb.schema`,
@@ -14,11 +14,8 @@ write idempotently (MERGE, in batches) and answer the same reads the same way.
 from __future__ import annotations
 
 import abc
-import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
@@ -50,49 +47,8 @@ from graphdb.schema import (
 if TYPE_CHECKING:
     from torch_geometric.data import HeteroData
 
-SERVER_SCHEMES = ("neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc")
-GRAPH_DIR = "graph"
-
 #: ``progress(done, total)``: rows written so far of this call, after each committed batch.
 Progress = Callable[[int, int], None]
-
-
-def is_server_uri(target: str | os.PathLike) -> bool:
-    """Whether ``target`` names a Neo4j server rather than an embedded graph folder."""
-    return isinstance(target, str) and urlsplit(target).scheme.lower() in SERVER_SCHEMES
-
-
-def redact(uri: str) -> str:
-    """``uri`` without any user info, for messages and the manifest."""
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def resolve_target(workspace: str | os.PathLike, graph: str | None = None) -> str:
-    """Where a workspace's graph lives: ``graph``, else ``$NEO4J_URI``, else ``W/graph``."""
-    return graph or os.environ.get("NEO4J_URI") or str(Path(workspace) / GRAPH_DIR)
-
-
-def open_store(target: str | os.PathLike, read_only: bool = False, **options: Any) -> GraphStore:
-    """Open the graph at ``target`` (a folder, or a Neo4j URI).
-
-    ``read_only`` refuses every write; the explorer opens stores this way. ``options`` go
-    to the backend: ``database``, ``batch_size``, ``retry_s``, ``timeout_s`` (connecting)
-    for Neo4j; ``threads`` for the embedded store; ``query_timeout_s`` for both (a limit on
-    every read, enforced by the engine; the explorer sets it). Connection problems raise a
-    :class:`~graphdb.errors.GraphConnectionError` with one clear message.
-    """
-    if is_server_uri(target):
-        from graphdb.neo4j_store import Neo4jStore
-
-        return Neo4jStore(str(target), read_only=read_only, **options)
-    from graphdb.embedded import EmbeddedStore
-
-    return EmbeddedStore(target, read_only=read_only, **options)
 
 
 class _Counter:

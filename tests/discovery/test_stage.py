@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from discovery import load_results, stage
-from graphdb.store import open_store, resolve_target
+from graphdb import open_store, resolve_target
 from patientgraph.errors import InputError
 from patientgraph.workspace import Workspace
 

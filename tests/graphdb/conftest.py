@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from graphdb.store import GraphStore, open_store
+from graphdb import GraphStore, open_store
 from graphdb.synthetic import synthetic_cohort
 
 BACKENDS = ["embedded", "neo4j"]

@@ -9,13 +9,13 @@ import textwrap
 import pandas as pd
 import pytest
 
+from graphdb import open_store
 from graphdb.errors import (
     GraphDatabaseNotFoundError,
     GraphQueryError,
     GraphUnavailableError,
     WriteRefusedError,
 )
-from graphdb.store import open_store
 from patientgraph.errors import InputError
 
 
@@ -29,7 +29,7 @@ def test_a_graph_held_by_another_process_is_reported(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys
-            from graphdb.store import open_store
+            from graphdb import open_store
             store = open_store({str(tmp_path / "g")!r})
             print("open", flush=True)
             sys.stdin.read()

@@ -12,14 +12,13 @@ import os
 
 import pytest
 
-from graphdb import server
+from graphdb import open_store, server
 from graphdb.errors import (
     GraphAuthError,
     GraphDatabaseNotFoundError,
     GraphUnavailableError,
 )
 from graphdb.neo4j_store import rows_of
-from graphdb.store import open_store
 from graphdb.synthetic import synthetic_cohort
 from tests.conftest import ingest_args, run_cli
 from tests.graphdb.conftest import _free_port, expected_stats, load, restart

@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from graphdb import stage
-from graphdb.store import open_store
+from graphdb import open_store, stage
 from patientgraph.atomic import write_parquet
 from patientgraph.errors import InputError
 from patientgraph.workspace import Workspace

@@ -190,7 +190,7 @@ def test_read_only_store_refuses_every_write(backend, request, tmp_path, cohort)
     with open_backend(backend, request, tmp_path) as writer:
         load(writer, cohort)
         target = writer.target
-    from graphdb.store import open_store
+    from graphdb import open_store
 
     with open_store(target, read_only=True) as reader:
         assert reader.stats()["nodes"]["Patient"] == 40

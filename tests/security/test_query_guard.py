@@ -17,9 +17,9 @@ import pytest
 
 from dashboards.data import GraphAccess
 from dashboards.pages import query as query_page
+from graphdb import open_store
 from graphdb.errors import GraphQueryError, QueryRefusedError
 from graphdb.guard import check_read_query
-from graphdb.store import open_store
 from tests.graphdb.conftest import (  # noqa: F401  (fixtures)
     BACKENDS,
     cohort,

@@ -278,7 +278,7 @@ def test_a_changed_upstream_output_reruns_what_reads_it(ws, base):
 
 def test_reading_the_workspace_changes_no_file(ws, base):
     from embed.similar import similar_patients
-    from graphdb.store import open_store
+    from graphdb import open_store
 
     before = tree_digest(ws.root)
     with open_store(ws.path("graph"), read_only=True) as store:
