@@ -10,8 +10,17 @@
   model on the same inputs;
 * :mod:`discovery.stage` runs them all on a workspace and writes ``W/discovery/`` and the
   graph; :func:`discovery.results.load_results` reads the results back.
+
+``run`` (the stage), ``compare_groups`` and ``kaplan_meier`` are imported on first use.
 """
 
 from discovery.results import DiscoveryResults, load_results
+from patientgraph.lazy import lazy_exports
 
-__all__ = ["DiscoveryResults", "load_results"]
+__all__ = ["DiscoveryResults", "compare_groups", "kaplan_meier", "load_results", "run"]
+
+__getattr__ = lazy_exports(__name__, {
+    "compare_groups": "discovery.survival",
+    "kaplan_meier": "discovery.survival",
+    "run": "discovery.stage",
+})
