@@ -381,7 +381,8 @@ class Workspace:
                 "run `patientgraph ingest deeplesion ...` or `patientgraph ingest table ...` "
                 "into this workspace first",
             )
-        return self.read_parquet(path, writer=INGEST, columns=SCHEMAS[name].columns)
+        return self.read_parquet(Path(COHORT_DIR, f"{name}.parquet"), writer=INGEST,
+                                 columns=SCHEMAS[name].columns)
 
     def image_root(self) -> Path | None:
         """The folder that relative ``image_ref``/``series_ref`` values are relative to."""
