@@ -12,7 +12,7 @@ the figures measure the explorer, not the embeddings) and kept between runs:
   under 500 ms;
 - 20 concurrent users posting the similar-patients callback on loopback for a bounded time
   to ``patientgraph serve --workers 8`` (waitress), beside the same load on the Dash
-  development server (``serve`` without ``--workers``): p50, p99, requests/s and errors.
+  development server (``serve --dev``): p50, p99, requests/s and errors.
 
 Times are server-side (the browser's own drawing is not included).
 """
@@ -157,7 +157,7 @@ def _hammer(root: Path, bodies: list[dict], workers: int | None, seconds: float)
 
     port = _free_port()
     cmd = [sys.executable, "-m", "patientgraph.cli", "serve", "--workspace", str(root),
-           "--port", str(port)] + (["--workers", str(workers)] if workers else [])
+           "--port", str(port)] + (["--workers", str(workers)] if workers else ["--dev"])
     env = {**os.environ, "PATIENTGRAPH_TOKEN": "", "PATIENTGRAPH_USER": ""}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

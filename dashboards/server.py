@@ -1,9 +1,10 @@
-"""Serving the explorer: checks first, then Dash's own server or waitress (``--workers``).
+"""Serving the explorer: checks first, then waitress, or Flask's development server (``--dev``).
 
-The host is checked before anything is loaded, so a refused start is immediate. With
-``workers`` the app is served by waitress (a production WSGI server) with that many
-threads; the graph is then shared by the threads of one process under a lock (see
-:class:`dashboards.data.GraphAccess`).
+The host is checked before anything is loaded, so a refused start is immediate. The app is
+served by waitress (a production WSGI server) with ``workers`` threads (default
+:data:`DEFAULT_THREADS`); the graph is then shared by the threads of one process under a
+lock (see :class:`dashboards.data.GraphAccess`). ``dev`` serves it with Flask's
+development server instead (single process, for working on the explorer itself).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from pathlib import Path
 from dashboards.security import auth_from_env, bind_address, check_host, http_policy_from_env
 from patientgraph.errors import InputError
 
+DEFAULT_THREADS = 8
+
 
 def serve(workspace: str | Path, *, host: str = "127.0.0.1", port: int = 8050,
-          workers: int | None = None, graph: str | None = None,
+          workers: int | None = None, dev: bool = False, graph: str | None = None,
           environ: Mapping[str, str] | None = None,
           allowed_hosts: Iterable[str] = (),
           echo: Callable[[str], None] = print) -> None:
@@ -32,6 +35,10 @@ def serve(workspace: str | Path, *, host: str = "127.0.0.1", port: int = 8050,
     http = http_policy_from_env(host, environ, allowed_hosts)
     if workers is not None and workers < 1:
         raise InputError(None, f"--workers is {workers}", "give --workers 1 or more")
+    if dev and workers is not None:
+        raise InputError(None, "--workers sets the threads of waitress, which --dev replaces "
+                         "by Flask's development server", "give one of --dev and --workers")
+    threads = workers or DEFAULT_THREADS
     from dashboards.app import create_app
 
     host = bind_address(host)
@@ -40,12 +47,12 @@ def serve(workspace: str | Path, *, host: str = "127.0.0.1", port: int = 8050,
     guard = ("token" if auth.token else "") + (" and " if auth.token and auth.user else "") + (
         "basic auth" if auth.user else "")
     echo(f"explorer on http://{shown}:{port}/ "
-         f"({'waitress, ' + str(workers) + ' threads' if workers else 'development server'}"
+         f"({'development server' if dev else f'waitress, {threads} threads'}"
          f"{', ' + guard + ' required' if auth.enabled else ''}); Ctrl+C stops it")
-    if workers:
-        import waitress
-
-        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-        waitress.serve(app.server, host=host, port=port, threads=workers, ident="patientgraph")
-    else:
+    if dev:
         app.run(host=host, port=port, debug=False)
+        return
+    import waitress
+
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    waitress.serve(app.server, host=host, port=port, threads=threads, ident="patientgraph")

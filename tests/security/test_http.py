@@ -1,8 +1,8 @@
 """The explorer's HTTP layer under attack: each case forges what a hostile page or client sends.
 
 Host, Origin, login throttling, session cookies and bad Content-Length go through a real
-socket (waitress, and Werkzeug's development server that ``patientgraph serve`` uses without
-``--workers``) with http.client, so that raw headers can be forged; the rest use a WSGI test
+socket (waitress, and Werkzeug's development server that ``patientgraph serve --dev`` uses)
+with http.client, so that raw headers can be forged; the rest use a WSGI test
 client. The explorer itself is served where the case is about it (DNS rebinding, callbacks),
 a one-line app behind the same middleware where the case is about the middleware.
 """
