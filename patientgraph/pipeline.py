@@ -9,12 +9,20 @@ A run holds the workspace lock from its first stage to its last.
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from patientgraph.errors import InputError, did_you_mean
 from patientgraph.workspace import INGEST, Workspace
+
+# torch_geometric (imported by the discover stage's GNN and by the graph's PyG export)
+# applies torch.jit.script to some of its functions when it is imported, and the torch of
+# this version deprecates that with a FutureWarning on every run. The call is theirs, not
+# ours, so exactly that warning is silenced here, before any stage module is imported.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                        category=FutureWarning)
 
 # name -> module implementing ``run``; in pipeline order.
 STAGES: dict[str, str] = {
