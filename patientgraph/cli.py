@@ -164,8 +164,9 @@ def run(
         str | None, typer.Option(help="Graph URI: a folder (embedded) or neo4j://host:port.")
     ] = None,
     force: Annotated[bool, typer.Option(help="Rerun stages even if nothing changed.")] = False,
-    config: Annotated[Path | None, typer.Option(
-        help='JSON file of per-stage options, e.g. {"embed": {"preset": "fast"}}.')] = None,
+    config: Annotated[str | None, typer.Option(
+        help='Per-stage options: a JSON file, or an inline JSON object such as '
+        '\'{"embed": {"preset": "fast"}}\'.')] = None,
 ) -> None:
     """Run the pipeline stages on an ingested workspace."""
     from patientgraph.pipeline import run_pipeline
@@ -173,25 +174,54 @@ def run(
     results = run_pipeline(workspace, stages=stages, graph=graph, force=force,
                            config=_read_config(config), echo=lambda m: err.print(m))
     if not results:
-        err.print("nothing to run: no pipeline stage is available in this version "
-                  "(embed, index, graph and discover arrive with later releases)")
+        from patientgraph.pipeline import STAGES
+
+        err.print(f"nothing to run: no stage was chosen (choose from {', '.join(STAGES)})")
 
 
-def _read_config(path: Path | None) -> dict | None:
-    if path is None:
+CONFIG_EXAMPLE = '{"embed": {"preset": "fast"}, "index": {"k": 10}}'
+
+
+def _read_config(value: str | None) -> dict | None:
+    """The --config options: an inline JSON object (``{...}``) or the path of a JSON file."""
+    if value is None:
         return None
+    inline = value.lstrip().startswith("{")
+    path = None if inline else Path(value)
+    source = "the inline --config value" if inline else "the file"
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(value if inline else path.read_text())
     except FileNotFoundError:
-        raise InputError(path, "the file does not exist", "check the --config path") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"the file is not valid JSON ({exc.msg}, line {exc.lineno})",
-                         'write an object of stage options, e.g. {"embed": {"preset": '
-                         '"fast"}}') from None
+        raise InputError(path, "the --config file does not exist",
+                         "check the --config path, or give an inline JSON object such as "
+                         f"'{CONFIG_EXAMPLE}'") from None
+    except OSError as exc:
+        raise InputError(path, f"the --config file cannot be read ({exc.strerror})",
+                         "give a readable JSON file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = (f"{exc.msg}, line {exc.lineno} column {exc.colno}"
+                 if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text")
+        raise InputError(path, f"{source} is not valid JSON ({where})",
+                         f"write an object of stage options, e.g. '{CONFIG_EXAMPLE}'") from None
     if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
-        raise InputError(path, "the config is not an object of stage option objects",
-                         'write e.g. {"embed": {"preset": "fast"}, "index": {"k": 10}}')
+        raise InputError(path, f"{source} is not an object of stage option objects",
+                         f"write e.g. '{CONFIG_EXAMPLE}'")
     return config
+
+
+def _known_id(workspace: Path, typed: str | None, table: str) -> str | None:
+    """``typed`` as the workspace's own id: ``--patient 1`` finds ``000001`` when that is
+    the one known id differing from it by formatting alone (see
+    :func:`patientgraph.schema.resolve_id`). Anything else goes on unchanged, to be refused
+    by the command with its unknown-id message."""
+    from patientgraph.schema import resolve_id
+    from patientgraph.workspace import Workspace
+
+    ws = Workspace(workspace)
+    if typed is None or not ws.table_path(table).exists():
+        return typed
+    column = {"patients": "patient_id", "lesions": "lesion_id"}[table]
+    return resolve_id(typed, ws.table(table)[column])
 
 
 def _parse_weights(text: str | None) -> dict[str, float] | None:
@@ -227,6 +257,8 @@ def similar(
     if (patient is None) == (lesion is None):
         raise InputError(None, "give exactly one of --patient and --lesion",
                          "e.g. patientgraph similar --workspace W --patient 000001 -k 10")
+    patient = _known_id(workspace, patient, "patients")
+    lesion = _known_id(workspace, lesion, "lesions")
     if patient is not None:
         table = similar_patients(workspace, patient, k=k, weights=_parse_weights(weights))
     else:
@@ -241,7 +273,8 @@ def similar(
 @user_errors
 def render(
     workspace: Workspace_,
-    lesion: Annotated[str, typer.Option(help="The lesion_id to show.")],
+    lesion: Annotated[str, typer.Option(help="The lesion_id to show (drawn in yellow with "
+                                        "its id; other lesions on its slice in red).")],
     out: Annotated[Path, typer.Option(help="PNG file to write.")],
     window: Annotated[str, typer.Option(help="CT window: lung, soft_tissue or bone.")] = (
         "soft_tissue"),
@@ -253,7 +286,7 @@ def render(
     if window not in WINDOWS:
         raise InputError(None, f"unknown window {window!r}.{did_you_mean(window, WINDOWS)}",
                          f"choose one of {', '.join(WINDOWS)}")
-    render_lesion(workspace, lesion, out, window=window)
+    render_lesion(workspace, _known_id(workspace, lesion, "lesions"), out, window=window)
     err.print(f"wrote {out}")
 
 
@@ -271,22 +304,78 @@ def info_cmd(workspace: Workspace_, as_json: Annotated[bool, typer.Option("--jso
     if as_json:
         typer.echo(json.dumps(manifest, indent=2))
         return
+    rows = [("stage", "finished (UTC)", "seconds", "counts")]
     for name, rec in manifest["stages"].items():
-        typer.echo(f"{name:10s} {rec['finished']}  {rec['seconds']:8.2f} s  "
-                   + ", ".join(f"{k}={v}" for k, v in rec.get("summary", {}).items()))
+        seconds = rec.get("seconds")
+        rows.append((name, _utc_minute(rec.get("finished")),
+                     f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "-",
+                     _stage_counts(name, rec.get("summary") or {})))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        typer.echo("  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]),
+                              row[2].rjust(widths[2]), row[3]]).rstrip())
+
+
+def _utc_minute(stamp: object) -> str:
+    """An ISO time stamp as ``YYYY-MM-DD HH:MM`` in UTC; "-" for a stage still running."""
+    from datetime import datetime, timezone
+
+    try:
+        when = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return "-"
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+def _stage_counts(stage: str, summary: dict) -> str:
+    """A few key counts of a stage's summary, e.g. "patients 30, studies 70, lesions 199"."""
+    def num(*keys: str) -> object:
+        value: object = summary
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    training = summary.get("training") if isinstance(summary.get("training"), dict) else {}
+    counts: list[tuple[str, object]] = {
+        "ingest": [("patients", num("patients")), ("studies", num("studies")),
+                   ("lesions", num("lesions"))],
+        "embed": [("lesions embedded", num("lesions")), ("failed", num("failed_lesions")),
+                  ("patients", num("patients")),
+                  ("training epochs", num("training", "epochs_run"))],
+        "index": [("lesion vectors", num("lesions")), ("patient vectors", num("patients"))],
+        "graph": [("nodes", _total(num("patients"), num("studies"), num("lesions"))),
+                  ("similarity edges", _total(num("lesion_edges"), num("patient_edges")))],
+        "discover": [("clusters", num("clusters")), ("biomarkers", num("graph", "Biomarker")),
+                     ("candidates", num("candidates")), ("findings q<0.05",
+                                                         num("findings_q05"))],
+    }.get(stage, [(k.replace("_", " "), num(k)) for k in list(summary)[:4]])
+    parts = [f"{label} {value:g}" for label, value in counts if value is not None]
+    if stage == "embed" and "checkpoint" in training:
+        parts.append("encoder from a checkpoint")
+    return ", ".join(parts)
+
+
+def _total(*values: object) -> int | None:
+    """The sum of the counts, or None when one is missing."""
+    return None if any(v is None for v in values) else int(sum(values))  # type: ignore[arg-type]
 
 
 @app.command()
 @user_errors
 def serve(
     workspace: Workspace_,
-    host: Annotated[str, typer.Option(help="Address to listen on. Anything but loopback needs "
+    host: Annotated[str, typer.Option(help="Address to listen on. Without credentials only "
+                                      "127.0.0.1, ::1 or localhost; any other address needs "
                                       "$PATIENTGRAPH_TOKEN, or $PATIENTGRAPH_USER and "
                                       "$PATIENTGRAPH_PASSWORD.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8050,
     workers: Annotated[int | None, typer.Option(
-        min=1, help="Serve with waitress (production WSGI server) and this many threads.")]
-    = None,
+        min=1, help="Threads of the waitress server (production WSGI server; default "
+        "8).")] = None,
+    dev: Annotated[bool, typer.Option(
+        "--dev", help="Serve with Flask's development server instead of waitress.")] = False,
     graph: Annotated[str | None, typer.Option(
         help="Graph URI: a folder or neo4j://host:port (default: the workspace's graph).")]
     = None,
@@ -294,7 +383,7 @@ def serve(
     """The Dash explorer: similar patients, lesion map, cohorts, biomarkers, Cypher queries."""
     from dashboards.server import serve as run_server
 
-    run_server(workspace, host=host, port=port, workers=workers, graph=graph,
+    run_server(workspace, host=host, port=port, workers=workers, dev=dev, graph=graph,
                echo=lambda m: err.print(m, markup=False))
 
 

@@ -246,6 +246,20 @@ def canonical_id(value: object) -> str:
     return _DIGITS.sub(lambda m: m.group().lstrip("0") or "0", text)
 
 
+def resolve_id(value: object, known: Iterable[object]) -> str:
+    """``value`` as the known id it stands for: itself when known, else the one known id
+    that differs from it by formatting alone (``1`` for ``000001``, see
+    :func:`canonical_id`), else ``value`` unchanged (two or more such ids are ambiguous,
+    and the caller's unknown-id error then names none of them)."""
+    typed = str(value)
+    known = [str(k) for k in known]
+    if typed in known:
+        return typed
+    wanted = canonical_id(typed)
+    same = [k for k in known if canonical_id(k) == wanted]
+    return same[0] if len(same) == 1 else typed
+
+
 def unknown_id(value: object, known: Iterable[object], what: str, more: int = 0) -> InputError:
     """An :class:`InputError` for an id that is not among ``known``.
 
