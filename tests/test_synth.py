@@ -304,3 +304,12 @@ def test_a_script_without_a_main_guard_gets_a_clear_error_not_a_hang(tmp_path):
     assert done.returncode != 0
     assert 'call generate() under `if __name__ == "__main__":`' in done.stderr
     assert not (tmp_path / "cohort").exists()
+
+
+def test_slices_keep_every_16bit_value(tmp_path):
+    pixels = np.arange(0, 65536, 17, dtype=np.uint16)[:3840].reshape(60, 64)
+    pixels[0, :2] = (0, 65535)
+    synth._write_png16(tmp_path / "s.png", pixels)
+    with Image.open(tmp_path / "s.png") as img:
+        assert img.mode == "I;16"
+        assert np.array_equal(np.asarray(img), pixels)
