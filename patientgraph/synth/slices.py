@@ -1,0 +1,62 @@
+"""Rendering one axial slice of a study: anatomy, tissue mottle, lesions, blur and CT
+noise."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from patientgraph.synth.anatomy import _Body, _Canvas, _paint_anatomy
+from patientgraph.synth.cohort import _Study
+from patientgraph.synth.lesions import _paint_lesion
+from patientgraph.synth.params import _NOISE, AIR, _rng
+
+
+def _render_slice(seed: int, pid: int, body: _Body, study: _Study, k: int,
+                  mottle: np.ndarray) -> np.ndarray:
+    """One axial slice (HU, float32) of a study: anatomy, tissue mottle, lesions, blur, noise."""
+    frame = study.frame
+    z_mm = (k - 1) * study.interval
+    level = body.level(z_mm / body.length_mm)
+    cv = _Canvas(frame, body, level)
+    _paint_anatomy(cv, body, level)
+    hu = cv.hu
+    hu += mottle * (cv.label != AIR)
+    for view in study.views:
+        if abs(z_mm - view.z_mm) < view.z_semi_mm:
+            _paint_lesion(cv, view, z_mm - view.z_mm)
+    hu = gaussian_filter(hu, 0.5)
+    hu += study.noise_sd * _ct_noise(_rng(seed, pid, _NOISE, study.index, k), hu.shape[0])
+    return np.clip(hu, -1024, 3071)
+
+
+def _mottle(rng, size: int, grain_px: float) -> np.ndarray:
+    """Low-frequency tissue mottle: coarse white noise, bilinearly upsampled."""
+    coarse = int(math.ceil(size / grain_px)) + 1
+    noise = rng.standard_normal((coarse, coarse)).astype(np.float32)
+    at = np.linspace(0, coarse - 1, size, dtype=np.float32)
+    lo = np.minimum(at.astype(int), coarse - 2)
+    w = at - lo
+    rows = noise[lo] * (1 - w)[:, None] + noise[lo + 1] * w[:, None]
+    return rows[:, lo] * (1 - w) + rows[:, lo + 1] * w
+
+
+_NOISE_SIGMA_PX = 0.7
+"""CT noise is slightly correlated between neighbouring pixels."""
+
+
+def _ct_noise(rng, size: int) -> np.ndarray:
+    """Gaussian-filtered white noise with unit variance."""
+    white = rng.standard_normal((size, size), dtype=np.float32)
+    return gaussian_filter(white, _NOISE_SIGMA_PX, truncate=3.0) * _noise_gain()
+
+
+@functools.lru_cache(maxsize=1)
+def _noise_gain() -> float:
+    """1 / the standard deviation of filtered unit white noise (from the filter's impulse)."""
+    impulse = np.zeros((15, 15))
+    impulse[7, 7] = 1
+    return float(1 / np.sqrt((gaussian_filter(impulse, _NOISE_SIGMA_PX, truncate=3.0) ** 2).sum()))
