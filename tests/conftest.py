@@ -58,17 +58,47 @@ def discovered(tmp_path_factory):
     60 patients on 96 px slices: enough events for the survival scan and the GNN, small
     enough for a test session. The embed stage uses the fast preset.
     """
-    from patientgraph import Workspace, ingest_deeplesion
+    from patientgraph import Workspace
+    from tests.cache import cached
+
+    config = {"embed": {"preset": "fast"}, "index": {"k": 5}}
+    folder = cached("discovered", {"patients": 60, "seed": 3, "px": 96, "config": config},
+                    lambda base: build_workspace(base, 60, 3, 96, config),
+                    lambda: tmp_path_factory.mktemp("discovered"))
+    return Workspace(folder / "ws")
+
+
+def build_workspace(base: Path, n_patients: int, seed: int, image_size: int,
+                    config: dict, stages: str | None = None) -> None:
+    """A synthetic cohort in ``base/cohort`` ingested into ``base/ws`` and run through
+    ``stages`` (default: all) with ``config``."""
+    from patientgraph import ingest_deeplesion
     from patientgraph.pipeline import run_pipeline
     from patientgraph.synth import generate
 
-    base = tmp_path_factory.mktemp("discovered")
     cohort = base / "cohort"
-    generate(cohort, n_patients=60, seed=3, image_size=96)
-    ws = Workspace(base / "ws")
-    ingest_deeplesion(cohort / "DL_info.csv", cohort / "Images_png", ws.root,
+    generate(cohort, n_patients=n_patients, seed=seed, image_size=image_size)
+    ingest_deeplesion(cohort / "DL_info.csv", cohort / "Images_png", base / "ws",
                       records=cohort / "records.csv", outcomes=cohort / "outcomes.csv",
                       studies=cohort / "studies.csv")
-    run_pipeline(ws, config={"embed": {"preset": "fast"}, "index": {"k": 5}},
-                 echo=lambda _msg: None)
-    return ws
+    run_pipeline(base / "ws", stages=stages, config=config, echo=lambda _msg: None)
+
+
+# -- the fast tier (make check) -------------------------------------------------------------
+
+# Fixtures that start a server, a browser or build a full pipeline workspace: a test that
+# uses one (or runs on the Neo4j backend) is "slow" and left out of ``make check``. The full
+# suite (``make test``, CI) runs everything.
+SLOW_FIXTURES = {"neo4j_server", "dash_duo", "discovered", "workspace", "embedded",
+                 "base", "setup", "driver"}
+SLOW_PATHS = ("tests/test_notebooks.py", "tests/graphdb/test_server.py", "tests/embed/test_train.py",
+              "tests/security/test_crash_consistency.py", "tests/security/test_http.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath)).relative_to(Path(__file__).parent.parent).as_posix()
+        neo4j = "neo4j" in item.name.split("[", 1)[-1] if "[" in item.name else False
+        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or neo4j
+                or path in SLOW_PATHS or "neo4j" in path):
+            item.add_marker(pytest.mark.slow)

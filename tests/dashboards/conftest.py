@@ -6,7 +6,6 @@ Browser tests run the real app in headless Chromium through ``dash_duo`` (dash[t
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import socket
@@ -14,14 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from patientgraph import Workspace, ingest_deeplesion
-from patientgraph.synth import generate
+from patientgraph import Workspace
 
 N_PATIENTS = 24
 CONFIG = {"embed": {"preset": "fast"}, "index": {"k": 5},
           "discover": {"gnn": {"max_epochs": 20, "n_bootstrap": 50}}}
-DISCOVERY_MODULES = ("discovery.stage", "discovery.clusters", "discovery.tracking",
-                     "discovery.candidates", "discovery.survival", "discovery.gnn")
 ARTIFACTS = Path(os.environ.get("PATIENTGRAPH_TEST_ARTIFACTS", "/tmp/dash_artifacts")) \
     / "patientgraph-explorer"
 
@@ -34,33 +30,29 @@ def pytest_configure(config):
         os.environ["DASH_TEST_CHROMEPATH"] = chromium
 
 
-def discover_available() -> bool:
-    """Whether this version has the discover stage (it is run on the test workspace if so)."""
-    return all(importlib.util.find_spec(m) is not None for m in DISCOVERY_MODULES)
+@pytest.fixture(scope="session")
+def explorer_base(tmp_path_factory) -> Path:
+    """The cohort (``cohort/``) and its workspace (``ws/``), built once (tests.cache)."""
+    from tests.cache import cached
+    from tests.conftest import build_workspace
+
+    return cached("explorer", {"patients": N_PATIENTS, "seed": 3, "px": 128, "config": CONFIG},
+                  lambda base: build_workspace(base, N_PATIENTS, 3, 128, CONFIG),
+                  lambda: tmp_path_factory.mktemp("explorer"))
 
 
 @pytest.fixture(scope="session")
-def cohort(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("explorer") / "cohort"
-    generate(out, n_patients=N_PATIENTS, seed=3, image_size=128)
-    return out
+def cohort(explorer_base) -> Path:
+    return explorer_base / "cohort"
 
 
 @pytest.fixture(scope="session")
-def workspace(cohort, tmp_path_factory) -> Workspace:
-    """Ingested, embedded, indexed and loaded into a graph (and discovered, when available).
+def workspace(explorer_base) -> Workspace:
+    """Ingested, embedded, indexed, loaded into a graph and discovered.
 
     Read-only: copy it before changing it.
     """
-    from patientgraph.pipeline import run_pipeline
-
-    root = tmp_path_factory.mktemp("explorer") / "ws"
-    ingest_deeplesion(cohort / "DL_info.csv", cohort / "Images_png", root,
-                      records=cohort / "records.csv", outcomes=cohort / "outcomes.csv",
-                      studies=cohort / "studies.csv")
-    stages = "embed,index,graph" + (",discover" if discover_available() else "")
-    run_pipeline(root, stages=stages, config=CONFIG, echo=lambda _m: None)
-    return Workspace(root)
+    return Workspace(explorer_base / "ws")
 
 
 @pytest.fixture

@@ -12,10 +12,6 @@ import pytest
 from dashboards.app import PAGES, create_app
 from dashboards.cohorts import CohortDefinition
 from dashboards.protocol import CallbackClient
-from tests.dashboards.conftest import discover_available
-
-needs_discover = pytest.mark.skipif(not discover_available(),
-                                    reason="this version has no discover stage")
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +85,7 @@ def test_patient_images_graph_and_risk(client, patients, workspace):
     assert len(lesions) == n_lesions
     assert any(e["classes"] == "similar" for e in elements if "classes" in e)
     risk = client.call("patient-risk.children", chosen)["patient-risk"]["children"]
-    if discover_available():
-        assert "GNN risk" in text_of(risk)
-    else:
-        assert "discover stage" in text_of(risk)
+    assert "GNN risk" in text_of(risk)
 
 
 def test_following_a_similar_patient_selects_it(client):
@@ -182,7 +175,6 @@ def test_query_refuses_writes_and_answers_reads(client):
     assert text_of(answer["query-status"]["children"]).startswith("24 rows")
 
 
-@needs_discover
 def test_map_hover_shows_the_crop_and_a_selection_becomes_a_cohort(client, app):
     hover = client.call("map-tooltip.children", {"map-graph.hoverData": {
         "points": [{"customdata": 0, "bbox": {"x0": 1, "x1": 2, "y0": 1, "y1": 2}}]}})
@@ -198,7 +190,6 @@ def test_map_hover_shows_the_crop_and_a_selection_becomes_a_cohort(client, app):
     assert cohort["cohort-b"]["data"]["patient_ids"] == ids
 
 
-@needs_discover
 def test_clicking_a_biomarker_splits_the_patients(client, workspace):
     from dashboards.pages.biomarkers import ranked
 

@@ -14,7 +14,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from dashboards.app import PAGES, create_app
-from tests.dashboards.conftest import ARTIFACTS, discover_available, free_port
+from tests.dashboards.conftest import ARTIFACTS, free_port
 
 PAGE_IDS = {"/": "overview-page", "/map": "map-page", "/patient": "patient-page",
             "/cohorts": "cohorts-page", "/biomarkers": "biomarkers-page",
@@ -122,7 +122,6 @@ def test_a_write_query_is_refused_and_a_read_query_answers(explorer):
     shoot(explorer, "query")
 
 
-@pytest.mark.skipif(not discover_available(), reason="this version has no discover stage")
 def test_hovering_a_lesion_on_the_map_shows_its_crop(explorer):
     explorer.driver.set_window_size(1400, 1000)
     open_page(explorer, "/map")

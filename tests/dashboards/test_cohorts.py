@@ -16,7 +16,6 @@ from dashboards.cohorts import (
 )
 from dashboards.data import ExplorerData
 from patientgraph.errors import InputError
-from tests.dashboards.conftest import discover_available
 
 
 @pytest.fixture
@@ -126,7 +125,6 @@ def test_the_same_patients_as_the_graph_store(workspace, filters):
     _same_as_graph(workspace, filters)
 
 
-@pytest.mark.skipif(not discover_available(), reason="this version has no discover stage")
 def test_cluster_filters_agree_with_the_clusters_in_the_graph(workspace):
     clusters = pd.read_parquet(workspace.path("discovery", "clusters.parquet"))
     first = int(clusters.loc[clusters["cluster"] >= 0, "cluster"].min())

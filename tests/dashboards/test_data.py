@@ -13,7 +13,6 @@ from dashboards.data import ExplorerData, graph_target, stage_rows, track_growth
 from graphdb.errors import WriteRefusedError
 from patientgraph.errors import InputError
 from patientgraph.workspace import Workspace
-from tests.dashboards.conftest import discover_available
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,6 @@ def test_tables_describe_the_cohort(data, workspace):
     assert "ldh" in data.numeric_record_fields and "smoking" not in data.numeric_record_fields
 
 
-@pytest.mark.skipif(not discover_available(), reason="this version has no discover stage")
 def test_discover_results_join_the_lesions(data):
     assert data.has("clusters") and data.has("biomarkers")
     assert {"cluster", "x", "y", "track_id", "growth_per_100d"} <= set(data.lesion_table)
