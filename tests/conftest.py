@@ -91,8 +91,9 @@ def build_workspace(base: Path, n_patients: int, seed: int, image_size: int,
 # suite (``make test``, CI) runs everything.
 SLOW_FIXTURES = {"neo4j_server", "dash_duo", "discovered", "workspace", "embedded",
                  "base", "setup", "driver"}
-SLOW_PATHS = ("tests/test_notebooks.py", "tests/graphdb/test_server.py", "tests/embed/test_train.py",
-              "tests/security/test_crash_consistency.py", "tests/security/test_http.py")
+SLOW_PATHS = ("tests/test_notebooks.py", "tests/graphdb/test_server.py",
+              "tests/embed/test_train.py", "tests/security/test_crash_consistency.py",
+              "tests/security/test_http.py")
 
 
 def pytest_collection_modifyitems(config, items):
