@@ -30,8 +30,8 @@ class CropConfig:
     in ``windows``. With ``context_mm`` a wider view of the key slice (``context_mm``
     square, also ``out_px`` pixels) follows the slices, so that the network sees the organ
     and the body level around the lesion: ``depth`` views, ``depth * len(windows)`` input
-    channels. On 1,200 training patients the context view raised type P@10 from 0.769 to
-    0.778 and the linear probe from 0.811 to 0.833.
+    channels (the context view helps most where lesion types share a look but not a
+    site; docs/experiments.md has the measurements).
     """
 
     size_mm: float = 96.0
@@ -65,13 +65,9 @@ class EncoderConfig:
     around the lesion (:class:`embed.encoder.ContextSignature`). With ``centre`` the mean
     embedding of the training lesions (set once training ends) is subtracted from every
     embedding before it is normalised again, so that cosine similarity is not spent on the
-    direction all lesions share (the centring step of SimpleShot, Wang et al. 2019; on five
-    trained encoders, 1,200 and 4,427 patients, type P@10 rose by 0.002 to 0.004 every
-    time, e.g. 0.853 -> 0.856 at 4,427 patients, seed 1; the linear probe and the same
-    lesion's top-1 in the next study moved a little the other way, 0.867 -> 0.865 and
-    0.978 -> 0.974 at 4,427 patients, seed 0). Fused patient vectors then lean
-    more on imaging at the same modality weights (4,427 patients, seed 1: patient P@10 of the
-    primary tumour 0.741 -> 0.784, of smoking 0.475 -> 0.457).
+    direction all lesions share (the centring step of SimpleShot, Wang et al. 2019: a
+    small, consistent gain in type retrieval for a small loss in same-lesion matching).
+    Fused patient vectors then lean more on imaging at the same modality weights.
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -104,17 +100,14 @@ class TrainConfig:
     ``patient_group``). After epoch ``pseudo_label_epoch`` (None: never) untyped training
     lesions whose type the proxies, pooled over the patient's lesions with weight
     ``pseudo_label_patient_mix``, give with probability >= ``pseudo_label_threshold`` are
-    trained on as that type (on 1,200 patients, two rounds, seed 0, type P@10 0.778 /
-    0.785 / 0.798 / 0.797 at thresholds 0.5 / 0.7 / 0.85 / 0.95, less than the 0.02 that
-    the training seed alone moves it there; at DeepLesion scale no difference: 0.834 at 0.7
-    and 0.833 at 0.95, probe 0.864 / 0.865). With ``rounds`` above 1 training starts again
-    from a fresh network, the untyped lesions typed by the last round's pseudo-labels
-    (self-training: twice the training time for two rounds; at DeepLesion scale type P@10
-    0.824 -> 0.834 and the linear probe 0.854 -> 0.864). Each later round starts from a
-    fresh network (``round_start="fresh"``) or from the last round's weights and type
-    proxies (``"previous"``: a warm restart of the learning-rate schedule; at DeepLesion
-    scale, seed 0, type P@10 0.842 against 0.846 fresh, both uncentred, probe 0.867 against
-    0.872, so fresh stays the default).
+    trained on as that type (fewer, cleaner pseudo-labels; the threshold made no difference
+    beyond the seed spread at DeepLesion scale). With ``rounds`` above 1 training starts
+    again from a fresh network, the untyped lesions typed by the last round's pseudo-labels
+    (self-training: twice the training time for two rounds, worth it from about 1,000
+    patients). Each later round starts from a fresh network (``round_start="fresh"``, the
+    default, which measured better) or from the last round's weights and type proxies
+    (``"previous"``: a warm restart of the learning-rate schedule). The measurements behind
+    each default are in docs/experiments.md.
     ``labelled_share`` of each batch are typed lesions; ``steps_per_epoch`` None means one
     pass over the training lesions; ``same_lesion_max_distance`` bounds the
     normalised-location distance of a mined pair; ``device`` is auto, cpu or cuda.
