@@ -18,28 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from patientgraph.errors import InputError, did_you_mean
+from patientgraph.errors import InputError
+from patientgraph.options import merge_options, signature_defaults
 from patientgraph.schema import COARSE_TYPES
 
 CLUSTER_COLUMNS = ["lesion_id", "cluster", "probability", "x", "y"]
 MIN_LESIONS = 20
 """Fewer lesions than this are too few to cluster."""
 N_EXEMPLARS = 5
-DEFAULTS: dict[str, Any] = {
-    "n_components": 8,
-    "n_neighbors": 30,
-    "min_dist": 0.0,
-    "min_cluster_size": None,
-    "min_samples": None,
-    "cluster_selection_method": "eom",
-    "map_min_dist": 0.1,
-    "n_epochs": None,
-    "map_epochs": 100,
-    "init": "pca",
-    "random_state": 0,
-    "compute_map": True,
-}
-"""The ``config`` keys of :func:`cluster_lesions` (the :class:`LesionClusters` arguments)."""
 
 
 def default_min_cluster_size(n: int) -> int:
@@ -327,6 +313,11 @@ class LesionClusters:
             raise RuntimeError("LesionClusters is not fitted yet; call fit() first")
 
 
+DEFAULTS: dict[str, Any] = signature_defaults(LesionClusters)
+"""The ``config`` keys of :func:`cluster_lesions`: the :class:`LesionClusters` arguments
+and their defaults (read from its signature)."""
+
+
 def best_jaccard(reference: np.ndarray, other: np.ndarray, n_clusters: int) -> np.ndarray:
     """For each reference cluster 0..n_clusters-1, its best Jaccard overlap with a cluster of
     ``other`` (noise is no cluster; 0 if the reference cluster is empty here)."""
@@ -395,12 +386,7 @@ def cluster_lesions(embeddings: pd.DataFrame, lesions: pd.DataFrame,
     takes the keys of ``DEFAULTS``. The clusters frame has lesion_id, cluster (-1 noise),
     probability, x, y (the 2-D map), in the lesions table's order.
     """
-    cfg = dict(DEFAULTS)
-    for key, value in (config or {}).items():
-        if key not in DEFAULTS:
-            raise InputError(None, f"unknown clustering option {key!r}."
-                             f"{did_you_mean(key, DEFAULTS)}", f"use one of {', '.join(DEFAULTS)}")
-        cfg[key] = value
+    cfg = merge_options(DEFAULTS, config, unknown="unknown clustering option {key!r}")
     ids = lesions["lesion_id"].astype(str).to_numpy()
     if len(ids) < MIN_LESIONS:
         raise InputError("cohort/lesions.parquet", f"has {len(ids)} lesions, too few to "

@@ -36,6 +36,7 @@ from discovery.concordance import bootstrap_c_index, c_index
 from graphdb.pyg import features
 from graphdb.schema import PATIENT_OUTPUTS, property_type, record_properties
 from patientgraph.errors import InputError
+from patientgraph.options import merge_options
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -596,14 +597,7 @@ def fit_risk(patients: pd.DataFrame, records: pd.DataFrame, outcomes: pd.DataFra
 
 
 def _config(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    from patientgraph.errors import did_you_mean
-
-    cfg = dict(DEFAULTS)
-    for key, value in (config or {}).items():
-        if key not in DEFAULTS:
-            raise InputError(None, f"unknown GNN option {key!r}.{did_you_mean(key, DEFAULTS)}",
-                             f"use one of {', '.join(DEFAULTS)}")
-        cfg[key] = value
+    cfg = merge_options(DEFAULTS, config, unknown="unknown GNN option {key!r}")
     if cfg["explain"] not in ("all", "test", "none"):
         raise InputError(None, f"explain is {cfg['explain']!r}",
                          "set explain to 'all', 'test' or 'none'")

@@ -35,7 +35,8 @@ from typing import Any
 import pandas as pd
 
 from patientgraph.atomic import atomic_dir, atomic_path, make_private, write_json
-from patientgraph.errors import InputError, did_you_mean
+from patientgraph.errors import InputError
+from patientgraph.options import merge_options
 from patientgraph.workspace import Workspace, file_sha256, fingerprint, holding_lock
 
 STAGE = "discover"
@@ -185,12 +186,9 @@ def _summary(results: Mapping[str, Any], seconds: Mapping[str, float]) -> dict[s
 
 
 def _config(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
+    cfg = merge_options(DEFAULTS, config, unknown="the discover config has an unknown option "
+                        "{key!r}", fix="use")
     for key, value in (config or {}).items():
-        if key not in DEFAULTS:
-            raise InputError(None, f"the discover config has an unknown option {key!r}."
-                             f"{did_you_mean(key, DEFAULTS)}",
-                             f"use {', '.join(DEFAULTS)}")
         if key in PARTS and not isinstance(value, Mapping):
             raise InputError(None, f"the discover option {key!r} must be an object of options, "
                              f"got {value!r}", f'write it as {{"{key}": {{...}}}}')

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from patientgraph.errors import InputError, did_you_mean
+from patientgraph.errors import InputError
+from patientgraph.options import merge_options, signature_defaults
 
 TERMS = ("embedding", "loc_x", "loc_y", "loc_z", "size")
 """The residuals the cost adds up, in order."""
@@ -43,17 +44,6 @@ LOCATION = ("loc_x", "loc_y", "loc_z")
 REQUIRED = ("lesion_id", "patient_id", "study_id", "day", "long_mm", *LOCATION)
 TRACK_COLUMNS = ["track_id", "lesion_id", "patient_id", "study_id", "day", "long_mm"]
 PAIR_COLUMNS = ["src", "dst", "days"]
-DEFAULTS: dict[str, Any] = {
-    "gate": 14.0,
-    "max_gap": 1,
-    "gap_penalty": 1.0,
-    "align": True,
-    "min_align": 2,
-    "adapt_scales": True,
-    "scales": None,
-    "weights": None,
-}
-"""The ``config`` keys of :func:`track_lesions` (the :class:`LesionTracker` arguments)."""
 _MIN_ADAPT_PAIRS = 30
 _SCALE_FLOOR = 0.25  # adapted scales stay within [floor, 1/floor] x the starting scale
 
@@ -197,6 +187,11 @@ class LesionTracker:
 
     def _cost(self, res, skipped, scales, weights) -> np.ndarray:
         return (res / scales * weights).sum(-1) + self.gap_penalty * skipped[:, None]
+
+
+DEFAULTS: dict[str, Any] = signature_defaults(LesionTracker)
+"""The ``config`` keys of :func:`track_lesions`: the :class:`LesionTracker` arguments and
+their defaults (read from its signature)."""
 
 
 def _gated_assignment(cost: np.ndarray, gate: float) -> dict[int, int]:
@@ -347,12 +342,7 @@ def track_lesions(lesions: pd.DataFrame, studies: pd.DataFrame,
     day of each study), ``embeddings`` ``embeddings/lesions.parquet`` (or None: location and
     size only). ``config`` takes the keys of ``DEFAULTS``.
     """
-    cfg = dict(DEFAULTS)
-    for key, value in (config or {}).items():
-        if key not in DEFAULTS:
-            raise InputError(None, f"unknown tracking option {key!r}.{did_you_mean(key, DEFAULTS)}",
-                             f"use one of {', '.join(DEFAULTS)}")
-        cfg[key] = value
+    cfg = merge_options(DEFAULTS, config, unknown="unknown tracking option {key!r}")
     frame = with_days(lesions, studies)
     tracker = LesionTracker(**cfg).fit(frame, embeddings)
     return tracker.tracks_, tracker.pairs_, tracker.patient_growth_

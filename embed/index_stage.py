@@ -29,7 +29,8 @@ from embed.fusion import MODALITIES, concat_parts, weighted_query
 from embed.index import VectorIndex
 from embed.stage import LESIONS, PATIENTS, default_weights
 from patientgraph.atomic import atomic_dir
-from patientgraph.errors import InputError, did_you_mean
+from patientgraph.errors import InputError
+from patientgraph.options import merge_options
 from patientgraph.workspace import Workspace, file_sha256, fingerprint, holding_lock
 
 STAGE = "index"
@@ -91,12 +92,8 @@ def run(
 
 
 def _config(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    config = dict(config or {})
-    for key in config:
-        if key not in DEFAULTS:
-            raise InputError(None, f"unknown option index.{key}.{did_you_mean(key, DEFAULTS)}",
-                             f"choose from {', '.join(DEFAULTS)}")
-    return {**DEFAULTS, **config}
+    return merge_options(DEFAULTS, config, unknown="unknown option index.{key}",
+                         fix="choose from")
 
 
 def _inputs(ws: Workspace) -> dict[str, str]:

@@ -1,0 +1,46 @@
+"""Tests of patientgraph/options.py and of the five option mappings that use it."""
+
+from __future__ import annotations
+
+import pytest
+
+import discovery.clusters
+import discovery.gnn
+import discovery.stage
+import discovery.tracking
+import embed.index_stage
+from patientgraph.errors import InputError
+from patientgraph.options import merge_options, signature_defaults
+
+
+def test_merge_options_copies_dict_defaults_and_replaces_given_keys():
+    defaults = {"a": 1, "b": {"x": 1}}
+    merged = merge_options(defaults, {"a": 2}, unknown="unknown option {key!r}")
+    assert merged == {"a": 2, "b": {"x": 1}}
+    merged["b"]["x"] = 5
+    assert defaults["b"] == {"x": 1}
+
+
+def test_signature_defaults_keeps_the_order():
+    def f(a, b=1, *, c=None):
+        return a
+
+    assert list(signature_defaults(f).items()) == [("b", 1), ("c", None)]
+
+
+@pytest.mark.parametrize("config, message", [
+    (lambda c: embed.index_stage._config(c), "unknown option index.kk. Did you mean 'k'?. Fix: "
+     "choose from k, lesion_factory, patient_factory, ef_search, ef_construction, device."),
+    (lambda c: discovery.stage._config(c), "the discover config has an unknown option 'kk'. "
+     "Fix: use clusters, tracking, scan, gnn, graph, write_graph."),
+    (lambda c: discovery.gnn._config(c), "unknown GNN option 'kk'. Fix: use one of seed, "),
+    (lambda c: discovery.tracking.track_lesions(None, None, None, c),
+     "unknown tracking option 'kk'. Fix: use one of gate, max_gap, gap_penalty, align, "
+     "min_align, adapt_scales, scales, weights."),
+    (lambda c: discovery.clusters.cluster_lesions(None, None, None, c),
+     "unknown clustering option 'kk'. Fix: use one of n_components, n_neighbors, "),
+])
+def test_each_option_mapping_names_the_options(config, message):
+    with pytest.raises(InputError) as caught:
+        config({"kk": 1})
+    assert str(caught.value).startswith(message)
