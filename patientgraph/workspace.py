@@ -143,7 +143,9 @@ class Workspace:
     """A pipeline workspace folder (it need not exist yet)."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        # absolute, so that a path built by ``path()`` names the same file when joined to
+        # the root again (``read_parquet(ws.path(...))``) and after a change of directory
+        self.root = Path(root).absolute()
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"

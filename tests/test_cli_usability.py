@@ -221,3 +221,20 @@ def test_an_unknown_typed_id_names_no_other_patient(discovered):
     res = run_cli("similar", "--workspace", discovered.root, "--patient", "999", "-k", "3")
     assert res.returncode == 2 and "unknown patient_id '999'" in res.stderr
     assert not [p for p in known if p in res.stderr]
+
+
+def test_a_relative_workspace_reads_its_files_by_either_path(tmp_path, monkeypatch):
+    # stages read some files as ws.read_parquet(ws.path(...)): under a relative root that
+    # path must not be joined to the root a second time ("ws/ws/...")
+    import pandas as pd
+
+    from patientgraph.workspace import Workspace
+
+    monkeypatch.chdir(tmp_path)
+    ws = Workspace("ws")
+    ws.path("embeddings").mkdir(parents=True)
+    pd.DataFrame({"a": [1]}).to_parquet(ws.path("embeddings", "t.parquet"))
+    for path in ("embeddings/t.parquet", ws.path("embeddings", "t.parquet")):
+        assert ws.read_parquet(path, writer="embed")["a"].tolist() == [1]
+    monkeypatch.chdir(tmp_path / "ws")
+    assert ws.read_parquet("embeddings/t.parquet", writer="embed")["a"].tolist() == [1]
