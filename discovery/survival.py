@@ -20,8 +20,9 @@ Rules (documented here because they decide what is reported):
 * Transform of a numeric candidate: ``log`` when every observed value is > 0, the sample
   skewness (bias-corrected, as ``pandas.Series.skew``, over every patient with a usable
   outcome and the value) exceeds ``skew_threshold`` (0.5) and the log makes the values more
-  symmetric (|skew of log| < skew); otherwise ``none``. Typical labs (LDH, CRP, creatinine)
-  get a log, a sum of lesion diameters often does not. The transformed value is standardised
+  symmetric (|skew of log| < skew); otherwise ``none`` (the rule is in
+  :mod:`patientgraph.encoding`). Typical labs (LDH, CRP, creatinine) get a log, a sum of
+  lesion diameters often does not. The transformed value is standardised
   (mean 0, SD 1 with ddof=1 over the model's patients), so ``hr`` is the hazard ratio per SD
   of the transformed candidate (the SD is in ``scale``). ``transforms=`` overrides.
 * Levels: one row per non-reference level, hazard ratio against the reference level (the
@@ -59,6 +60,7 @@ import pandas as pd
 from scipy import linalg, stats
 
 from discovery.concordance import c_index
+from patientgraph.encoding import SURVIVAL_SCAN_SKEW, wants_log
 from patientgraph.errors import InputError, did_you_mean
 
 RESULT_COLUMNS = ["candidate", "family", "hr", "ci_low", "ci_high", "p", "q", "n", "events"]
@@ -305,16 +307,12 @@ def benjamini_hochberg(p: Sequence[float] | np.ndarray) -> np.ndarray:
     return q
 
 
-def choose_transform(values: pd.Series, skew_threshold: float = 0.5) -> str:
+def choose_transform(values: pd.Series, skew_threshold: float = SURVIVAL_SCAN_SKEW) -> str:
     """``log`` for a strictly positive, right-skewed measurement that the log makes more
-    symmetric; ``none`` otherwise (see the module docstring)."""
+    symmetric; ``none`` otherwise (see the module docstring, and :mod:`patientgraph.encoding`
+    for why the record encoder and the graph features use other thresholds)."""
     v = pd.to_numeric(values, errors="coerce").dropna()
-    if len(v) < 3 or v.min() <= 0 or v.nunique() < 3:
-        return "none"
-    skew, log_skew = v.skew(), np.log(v).skew()
-    if np.isfinite(skew) and skew > skew_threshold and abs(log_skew) < abs(skew):
-        return "log"
-    return "none"
+    return "log" if wants_log(v, skew_threshold, more_symmetric=True) else "none"
 
 
 def infer_kind(values: pd.Series) -> str:
@@ -381,7 +379,7 @@ class BiomarkerScan:
         alpha: float = 0.05,
         penalizer: float = 0.0,
         ci_level: float = 0.95,
-        skew_threshold: float = 0.5,
+        skew_threshold: float = SURVIVAL_SCAN_SKEW,
         transforms: Mapping[str, str] | None = None,
         references: Mapping[str, Any] | None = None,
         min_events: int = 10,

@@ -21,11 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from embed.config import TabularConfig
+from patientgraph.encoding import RECORD_EMBEDDING_SKEW, wants_log
 
 KEY = "patient_id"
-SKEW_LOG_THRESHOLD = 1.0
+SKEW_LOG_THRESHOLD = RECORD_EMBEDDING_SKEW
 """A positive numeric field whose sample skewness exceeds this is log-transformed (labs
-like CRP, CEA and LDH are log-normal), recorded per field in ``RecordFeatures.fields_``."""
+like CRP, CEA and LDH are log-normal), recorded per field in ``RecordFeatures.fields_``.
+The rule, and why the survival scan and the graph features use other thresholds, is
+:mod:`patientgraph.encoding`."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,7 @@ class RecordFeatures:
         if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
             x = column.to_numpy(dtype=float)
             present = x[np.isfinite(x)]
-            log = bool(self.log_skewed and len(present) > 2 and present.min() > 0
-                       and pd.Series(present).skew() > SKEW_LOG_THRESHOLD)
+            log = self.log_skewed and wants_log(present, SKEW_LOG_THRESHOLD)
             if log:
                 present = np.log(present)
             mean = float(present.mean()) if len(present) else 0.0

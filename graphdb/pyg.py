@@ -5,8 +5,10 @@ ids in row order (``patient_id``, ...), and ``feature_names``. Edge types
 ``(patient, has_study, study)``, ``(study, has_lesion, lesion)`` and the two
 ``similar_to`` with ``edge_attr = [score]``. Features, by a fixed rule:
 
-- numeric properties: standardised (mean 0, sd 1 over known values); a missing value is 0
-  with a ``<name>_missing`` indicator column, added only when some value is missing;
+- numeric properties: standardised (mean 0, sd 1 over known values), never log-transformed
+  (``GRAPH_FEATURE_SKEW`` in :mod:`patientgraph.encoding`, which says why the record
+  encoder and the survival scan do log skewed fields); a missing value is 0 with a
+  ``<name>_missing`` indicator column, added only when some value is missing;
 - text properties (sex, categorical records): one column per value seen, plus
   ``<name>_missing`` when some value is missing;
 - ``coarse_type``: one column per lesion type (1..8) plus ``coarse_type_missing``;
@@ -35,6 +37,7 @@ from graphdb.schema import (
     EdgeType,
     NodeType,
 )
+from patientgraph.encoding import GRAPH_FEATURE_SKEW, wants_log
 from patientgraph.schema import COARSE_TYPES
 
 NODE_TYPES = {"Patient": "patient", "Study": "study", "Lesion": "lesion"}
@@ -65,6 +68,8 @@ def features(frame: pd.DataFrame, types: Mapping[str, str]) -> tuple[np.ndarray,
         elif type_ in NUMERIC:
             values = pd.to_numeric(col, errors="coerce").astype(float).to_numpy()
             known = values[~missing]
+            if wants_log(known, GRAPH_FEATURE_SKEW):  # never: see patientgraph.encoding
+                values, known = np.log(values), np.log(known)
             mean = known.mean() if known.size else 0.0
             sd = known.std() if known.size > 1 and known.std() > 0 else 1.0
             columns.append(np.where(missing, 0.0, (values - mean) / sd).astype(np.float32))
