@@ -389,7 +389,7 @@ class CoxBaseline:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Log partial hazard (centred as lifelines centres it) of every row."""
         x = np.asarray(x, float)[:, self.columns_]
-        return (x - self.cph_._norm_mean.to_numpy()) @ self.params_
+        return self.cph_.predict_log_partial_hazard(x).to_numpy()
 
 
 # -- evaluation --------------------------------------------------------------------------------

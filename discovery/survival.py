@@ -288,10 +288,14 @@ def _lifelines_fit(X: np.ndarray, time: np.ndarray, event: np.ndarray, *, penali
         ph = proportional_hazard_test(cph, df, time_transform="rank").p_value if ph_test else None
     notes = [str(w.message).strip().splitlines()[0] for w in caught
              if issubclass(w.category, ConvergenceWarning)]
+    loglik = float(cph.log_likelihood_)
+    # The likelihood-ratio statistic is 2 (loglik - loglik_null): the null log-likelihood
+    # from the public API (exact whenever the two are within a factor 2, as fits are).
+    loglik_null = loglik - float(cph.log_likelihood_ratio_test().test_statistic) / 2
     return CoxResult(
         beta=cph.params_.to_numpy(), se=cph.standard_errors_.to_numpy(),
-        cov=cph.variance_matrix_.to_numpy(), loglik=float(cph.log_likelihood_),
-        loglik_null=float(cph._ll_null_), converged=not notes, n_iter=-1,
+        cov=cph.variance_matrix_.to_numpy(), loglik=loglik,
+        loglik_null=loglik_null, converged=not notes, n_iter=-1,
         risk=(X - X.mean(0)) @ cph.params_.to_numpy(),
         ph_p=None if ph is None else np.atleast_1d(ph), notes=notes,
     )
