@@ -12,7 +12,7 @@ Quality, scored against ``truth.json`` of synthetic cohorts:
   index -> discover) and (b) the tables alone with a perfect upstream (true growth rates and
   the true lesion types as clusters), which measures the scan itself on the same cohorts;
 * the GNN against a Cox model on the same held-out patients (C-index, bootstrap intervals)
-  on the full-pipeline cohorts and on :func:`discovery.gnn.neighbour_signal_data`.
+  on the full-pipeline cohorts and on :func:`neighbour_signal_data`.
 
 Correctness: the largest relative difference of HR and p between the scan and direct
 lifelines fits on GBSG2. Speed: clustering, tracking, scan and GNN at DeepLesion scale
@@ -30,7 +30,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,8 @@ from benchmarks.results import median_time, record
 from benchmarks.workspaces import DEEPLESION_PATIENTS, embedded_workspace
 from discovery import stage as discover_stage
 from discovery.candidates import build_candidates
-from discovery.clusters import cluster_quality
-from discovery.gnn import fit_risk, neighbour_signal_data
-from discovery.survival import BiomarkerScan, lifelines_loop
-from discovery.tracking import growth_quality, tracking_quality
+from discovery.gnn import fit_risk
+from discovery.survival import BiomarkerScan
 from patientgraph import Workspace, ingest, ingest_deeplesion
 from patientgraph.deeplesion import _attach_days, normalize_patient_key, read_dl_info
 from patientgraph.synth import generate
@@ -164,6 +162,35 @@ def hundred_candidates(n: int = DEEPLESION_PATIENTS, k: int = 100, seed: int = 0
     df["time_days"] = np.maximum(np.minimum(t, c).round(), 1)
     df["event"] = (t <= c).astype(int)
     return df
+
+
+def lifelines_loop(
+    table: pd.DataFrame,
+    candidates: Iterable[str],
+    duration_col: str = "time_days",
+    event_col: str = "event",
+    covariates: Sequence[str] = ("age", "sex"),
+) -> pd.DataFrame:
+    """The baseline: one plain ``CoxPHFitter`` fit per candidate (complete cases, dummies).
+
+    No transforms, checks or FDR; the speed baseline of :class:`discovery.survival.BiomarkerScan`.
+    Returns candidate, covariate (model column), coef, hr, p.
+    """
+    from lifelines import CoxPHFitter
+
+    out = []
+    valid = table[duration_col].notna() & table[event_col].notna() & (table[duration_col] > 0)
+    for c in candidates:
+        cols = [duration_col, event_col, c, *[v for v in covariates if v != c]]
+        df = table.loc[valid, cols].dropna()
+        df = pd.get_dummies(df, drop_first=True, dtype=float)
+        cph = CoxPHFitter().fit(df, duration_col, event_col)
+        s = cph.summary
+        for cov in s.index:
+            if cov == c or cov.startswith(f"{c}_"):
+                out.append({"candidate": c, "covariate": cov, "coef": s.loc[cov, "coef"],
+                            "hr": s.loc[cov, "exp(coef)"], "p": s.loc[cov, "p"]})
+    return pd.DataFrame(out)
 
 
 def bench_scan_speed(bench: str, n: int, repeats: int) -> None:
@@ -379,6 +406,35 @@ def bench_deeplesion_pipeline(bench: str) -> dict:
                               f"{training.get('seconds', 0):.0f} s of training)")
 
 
+def cluster_quality(labels: Sequence[int], true_types: Sequence[int]) -> dict[str, float]:
+    """Agreement of cluster labels (-1 noise) with the true lesion types.
+
+    ``nmi`` and ``ari`` are over all lesions with noise as one more group (so noise
+    costs); ``nmi_clustered`` leaves noise out; ``purity`` is the share of clustered
+    lesions whose cluster's majority type is theirs; ``noise_fraction``; ``n_clusters``.
+    """
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    labels = np.asarray(labels, int)
+    truth = np.asarray(true_types)
+    if labels.shape != truth.shape:
+        raise ValueError(f"labels {labels.shape} and true_types {truth.shape} differ in shape")
+    clustered = labels >= 0
+    purity = math.nan
+    if clustered.any():
+        table = pd.crosstab(labels[clustered], truth[clustered])
+        purity = float(table.max(axis=1).sum() / clustered.sum())
+    return {
+        "nmi": float(normalized_mutual_info_score(truth, labels)),
+        "nmi_clustered": (float(normalized_mutual_info_score(truth[clustered], labels[clustered]))
+                          if clustered.any() else math.nan),
+        "ari": float(adjusted_rand_score(truth, labels)),
+        "purity": purity,
+        "noise_fraction": float(1.0 - clustered.mean()),
+        "n_clusters": int(labels.max() + 1) if len(labels) else 0,
+    }
+
+
 def _record_clusters(bench: str, label: str, clusters: pd.DataFrame, truth: Mapping,
                      note: str) -> dict:
     types = [truth["lesions"][i]["true_type"] for i in clusters["lesion_id"]]
@@ -392,6 +448,42 @@ def _record_clusters(bench: str, label: str, clusters: pd.DataFrame, truth: Mapp
     record(bench, f"{label} cluster noise fraction", q["noise_fraction"], "fraction", n=n,
            higher_is_better=False, note=note)
     return q
+
+
+def tracking_quality(pairs: pd.DataFrame, truth_lesions: Mapping[str, Mapping]) -> dict:
+    """Score matched pairs (src, dst) against ``truth["lesions"]`` of a synthetic cohort.
+
+    A true pair links consecutive observations of one physical lesion (studies ordered by
+    the study id, which counts up in time). ``precision``: share of predicted pairs that
+    are the same physical lesion; ``recall``: share of true pairs predicted;
+    ``n_pred``, ``n_true``.
+    """
+    phys = {lid: t["physical_lesion"] for lid, t in truth_lesions.items()}
+    obs = pd.DataFrame({"lesion_id": list(phys), "phys": list(phys.values())})
+    obs["study"] = obs["lesion_id"].str.split("_").str[:2].str.join("_")
+    obs = obs.sort_values(["phys", "study"])
+    same = obs["phys"].to_numpy()[1:] == obs["phys"].to_numpy()[:-1]
+    ids = obs["lesion_id"].to_numpy()
+    true = set(zip(ids[:-1][same], ids[1:][same], strict=True))
+    pred = list(zip(pairs["src"].astype(str), pairs["dst"].astype(str), strict=True))
+    correct = sum(phys.get(a) is not None and phys.get(a) == phys.get(b) for a, b in pred)
+    found = sum(p in true for p in pred)
+    precision = correct / len(pred) if pred else math.nan
+    recall = found / len(true) if true else math.nan
+    return {"precision": precision, "recall": recall, "n_pred": len(pred), "n_true": len(true)}
+
+
+def growth_quality(patient_growth: pd.DataFrame, truth_patients: Mapping[str, Mapping]) -> dict:
+    """Pearson and Spearman correlation of growth_rate with ``truth["patients"]``'s, over the
+    patients with a measured rate (``n``)."""
+    g = patient_growth.dropna(subset=["growth_rate"])
+    true = np.array([truth_patients[str(p)]["growth_rate"] for p in g["patient_id"]], float)
+    est = g["growth_rate"].to_numpy(float)
+    if len(g) < 3:
+        return {"pearson": math.nan, "spearman": math.nan, "n": len(g)}
+    return {"pearson": float(np.corrcoef(est, true)[0, 1]),
+            "spearman": float(pd.Series(est).corr(pd.Series(true), method="spearman")),
+            "n": len(g)}
 
 
 def track_pairs(tracks: pd.DataFrame) -> pd.DataFrame:
@@ -431,12 +523,56 @@ def _record_gnn(bench: str, label: str, m: Mapping, note: str) -> None:
                 f"best epoch {m['best_epoch']}; {note}")
 
 
+def neighbour_signal_data(n_patients: int = 600, seed: int = 0, *, n_communities: int = 50,
+                          dim: int = 16, noise: float = 2.0, k: int = 10
+                          ) -> dict[str, pd.DataFrame]:
+    """Synthetic frames (the arguments of :func:`discovery.gnn.fit_risk`), the signal in the
+    neighbours.
+
+    Patients fall into communities with a hidden log-hazard ``z_c ~ N(0, 1)``; embeddings are
+    noisy copies of a random community direction (so the kNN graph links community members,
+    but ``z_c`` is not a linear function of the embedding), and the record field ``marker`` is
+    ``z_c`` plus noise of sd ``noise`` (10% missing). One patient's marker says little; the
+    mean over its neighbours says much. ``age`` and ``sex`` are decoys.
+    """
+    rng = np.random.default_rng(seed)
+    community = rng.integers(0, n_communities, n_patients)
+    centres = rng.normal(size=(n_communities, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    z = rng.normal(size=n_communities)[community]
+    emb = centres[community] + rng.normal(scale=0.1, size=(n_patients, dim))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ids = [f"{i + 1:06d}" for i in range(n_patients)]
+    marker = z + rng.normal(scale=noise, size=n_patients)
+    marker[rng.random(n_patients) < 0.1] = np.nan
+    true_time = rng.exponential(365.0 * np.exp(-z))
+    censor = rng.uniform(0, 3 * np.median(true_time), n_patients)
+    sims = emb @ emb.T
+    np.fill_diagonal(sims, -np.inf)
+    nearest = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return {
+        "patients": pd.DataFrame({"patient_id": ids,
+                                  "sex": rng.choice(["F", "M"], n_patients),
+                                  "age": rng.normal(60, 10, n_patients).round()}),
+        "records": pd.DataFrame({"patient_id": ids, "marker": marker}),
+        "outcomes": pd.DataFrame({"patient_id": ids,
+                                  "time_days": np.minimum(true_time, censor).round(1) + 0.1,
+                                  "event": (true_time <= censor).astype(int)}),
+        "patient_embeddings": pd.DataFrame({"patient_id": ids,
+                                            "embedding": list(emb.astype(np.float32))}),
+        "patient_knn": pd.DataFrame({
+            "src": np.repeat(ids, k), "dst": np.asarray(ids)[nearest.ravel()],
+            "score": np.take_along_axis(sims, nearest, 1).ravel().astype(np.float32),
+            "rank": np.tile(np.arange(1, k + 1), n_patients)}),
+    }
+
+
 def bench_gnn_neighbours(bench: str, n_patients: int) -> None:
     data = neighbour_signal_data(n_patients, seed=0)
     _, metrics, _ = fit_risk(**data, config={"explain": "none"})
     _record_gnn(bench, "neighbour-signal data", metrics,
                 f"{n_patients} patients in 50 communities whose hazard the neighbours reveal "
-                f"(gnn.neighbour_signal_data); GNN {metrics['seconds_gnn']:.1f} s")
+                f"(neighbour_signal_data); GNN {metrics['seconds_gnn']:.1f} s")
 
 
 # --------------------------------------------------------------------------- scale

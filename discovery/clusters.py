@@ -332,35 +332,6 @@ def best_jaccard(reference: np.ndarray, other: np.ndarray, n_clusters: int) -> n
     return out
 
 
-def cluster_quality(labels: Sequence[int], true_types: Sequence[int]) -> dict[str, float]:
-    """Agreement of cluster labels (-1 noise) with the true lesion types.
-
-    ``nmi`` and ``ari`` are over all lesions with noise as one more group (so noise
-    costs); ``nmi_clustered`` leaves noise out; ``purity`` is the share of clustered
-    lesions whose cluster's majority type is theirs; ``noise_fraction``; ``n_clusters``.
-    """
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
-    labels = np.asarray(labels, int)
-    truth = np.asarray(true_types)
-    if labels.shape != truth.shape:
-        raise ValueError(f"labels {labels.shape} and true_types {truth.shape} differ in shape")
-    clustered = labels >= 0
-    purity = math.nan
-    if clustered.any():
-        table = pd.crosstab(labels[clustered], truth[clustered])
-        purity = float(table.max(axis=1).sum() / clustered.sum())
-    return {
-        "nmi": float(normalized_mutual_info_score(truth, labels)),
-        "nmi_clustered": (float(normalized_mutual_info_score(truth[clustered], labels[clustered]))
-                          if clustered.any() else math.nan),
-        "ari": float(adjusted_rand_score(truth, labels)),
-        "purity": purity,
-        "noise_fraction": float(1.0 - clustered.mean()),
-        "n_clusters": int(labels.max() + 1) if len(labels) else 0,
-    }
-
-
 def knn_from_frame(knn: pd.DataFrame, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
     """``index/lesion_knn.parquet`` (src, dst, score, rank) as ``(positions, scores)`` over
     ``ids``; None when it does not cover every lesion with the same number of neighbours

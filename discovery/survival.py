@@ -742,38 +742,6 @@ class BiomarkerScan:
         return self.results_[self.results_["significant"]].reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------- baseline
-
-
-def lifelines_loop(
-    table: pd.DataFrame,
-    candidates: Iterable[str],
-    duration_col: str = "time_days",
-    event_col: str = "event",
-    covariates: Sequence[str] = ("age", "sex"),
-) -> pd.DataFrame:
-    """The baseline: one plain ``CoxPHFitter`` fit per candidate (complete cases, dummies).
-
-    No transforms, checks or FDR; for benchmarks against :class:`BiomarkerScan`.
-    Returns candidate, covariate (model column), coef, hr, p.
-    """
-    from lifelines import CoxPHFitter
-
-    out = []
-    valid = table[duration_col].notna() & table[event_col].notna() & (table[duration_col] > 0)
-    for c in candidates:
-        cols = [duration_col, event_col, c, *[v for v in covariates if v != c]]
-        df = table.loc[valid, cols].dropna()
-        df = pd.get_dummies(df, drop_first=True, dtype=float)
-        cph = CoxPHFitter().fit(df, duration_col, event_col)
-        s = cph.summary
-        for cov in s.index:
-            if cov == c or cov.startswith(f"{c}_"):
-                out.append({"candidate": c, "covariate": cov, "coef": s.loc[cov, "coef"],
-                            "hr": s.loc[cov, "exp(coef)"], "p": s.loc[cov, "p"]})
-    return pd.DataFrame(out)
-
-
 # --------------------------------------------------------------------------- curves
 
 

@@ -23,7 +23,6 @@ mean slope of the tracks with at least two measured days.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -367,42 +366,6 @@ def with_days(lesions: pd.DataFrame, studies: pd.DataFrame) -> pd.DataFrame:
     out = lesions.drop(columns=["day"], errors="ignore").copy()
     out["day"] = out["study_id"].map(days).astype(float).to_numpy()
     return out
-
-
-def tracking_quality(pairs: pd.DataFrame, truth_lesions: Mapping[str, Mapping]) -> dict:
-    """Score matched pairs (src, dst) against ``truth["lesions"]`` of a synthetic cohort.
-
-    A true pair links consecutive observations of one physical lesion (studies ordered by
-    the study id, which counts up in time). ``precision``: share of predicted pairs that
-    are the same physical lesion; ``recall``: share of true pairs predicted;
-    ``n_pred``, ``n_true``.
-    """
-    phys = {lid: t["physical_lesion"] for lid, t in truth_lesions.items()}
-    obs = pd.DataFrame({"lesion_id": list(phys), "phys": list(phys.values())})
-    obs["study"] = obs["lesion_id"].str.split("_").str[:2].str.join("_")
-    obs = obs.sort_values(["phys", "study"])
-    same = obs["phys"].to_numpy()[1:] == obs["phys"].to_numpy()[:-1]
-    ids = obs["lesion_id"].to_numpy()
-    true = set(zip(ids[:-1][same], ids[1:][same], strict=True))
-    pred = list(zip(pairs["src"].astype(str), pairs["dst"].astype(str), strict=True))
-    correct = sum(phys.get(a) is not None and phys.get(a) == phys.get(b) for a, b in pred)
-    found = sum(p in true for p in pred)
-    precision = correct / len(pred) if pred else math.nan
-    recall = found / len(true) if true else math.nan
-    return {"precision": precision, "recall": recall, "n_pred": len(pred), "n_true": len(true)}
-
-
-def growth_quality(patient_growth: pd.DataFrame, truth_patients: Mapping[str, Mapping]) -> dict:
-    """Pearson and Spearman correlation of growth_rate with ``truth["patients"]``'s, over the
-    patients with a measured rate (``n``)."""
-    g = patient_growth.dropna(subset=["growth_rate"])
-    true = np.array([truth_patients[str(p)]["growth_rate"] for p in g["patient_id"]], float)
-    est = g["growth_rate"].to_numpy(float)
-    if len(g) < 3:
-        return {"pearson": math.nan, "spearman": math.nan, "n": len(g)}
-    return {"pearson": float(np.corrcoef(est, true)[0, 1]),
-            "spearman": float(pd.Series(est).corr(pd.Series(true), method="spearman")),
-            "n": len(g)}
 
 
 # -- input checks ------------------------------------------------------------------------------

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
+from benchmarks.bench_discovery import cluster_quality
 from discovery.clusters import (
     CLUSTER_COLUMNS,
     LesionClusters,
     _umap_knn,
     best_jaccard,
     cluster_lesions,
-    cluster_quality,
     default_min_cluster_size,
     default_min_samples,
     knn_from_frame,

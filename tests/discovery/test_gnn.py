@@ -12,6 +12,7 @@ import torch
 from lifelines import CoxPHFitter
 from lifelines.utils import concordance_index
 
+from benchmarks.bench_discovery import neighbour_signal_data
 from discovery.gnn import (
     EXPLANATION_COLUMNS,
     CoxBaseline,
@@ -22,7 +23,6 @@ from discovery.gnn import (
     explain,
     explain_all,
     fit_risk,
-    neighbour_signal_data,
     patient_graph,
 )
 from patientgraph.errors import InputError

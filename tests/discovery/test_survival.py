@@ -19,6 +19,7 @@ from lifelines.statistics import (
     proportional_hazard_test,
 )
 
+from benchmarks.bench_discovery import lifelines_loop
 from discovery.candidates import build_candidates
 from discovery.survival import (
     RESULT_COLUMNS,
@@ -29,7 +30,6 @@ from discovery.survival import (
     compare_groups,
     cox_fit,
     kaplan_meier,
-    lifelines_loop,
     logrank_p_value,
 )
 from patientgraph.errors import InputError

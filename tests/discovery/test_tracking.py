@@ -10,15 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.bench_discovery import growth_quality, tracking_quality
 from discovery.tracking import (
     PAIR_COLUMNS,
     TRACK_COLUMNS,
     LesionTracker,
-    growth_quality,
     lesion_growth,
     patient_growth,
     track_lesions,
-    tracking_quality,
     with_days,
 )
 from patientgraph.errors import InputError
