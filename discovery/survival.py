@@ -9,6 +9,11 @@ data is flagged and never reported as a finding. Cox models are fitted by a vect
 Newton-Raphson on the Efron partial likelihood (:func:`cox_fit`, checked against lifelines to
 1e-6 by the tests); ``engine="lifelines"`` fits each model with ``CoxPHFitter`` instead.
 
+The scan is here; the Cox engine and the log-rank test are :mod:`discovery.cox`, the curves
+and group comparisons :mod:`discovery.curves`, the C-index :mod:`discovery.concordance`. This
+module re-exports their public names, so ``from discovery.survival import kaplan_meier``
+keeps working.
+
 Rules (documented here because they decide what is reported):
 
 * Outcomes: patients with a missing time or event, or a follow-up time <= 0, are left out of
@@ -52,16 +57,23 @@ from __future__ import annotations
 import time as _time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, stats
+from scipy import stats
 
 from discovery.concordance import c_index
+from discovery.cox import CoxResult, _Efron, _lifelines_fit, _newton, cox_fit, logrank_p_value
+from discovery.curves import at_risk_table, compare_groups, kaplan_meier, level_name
 from patientgraph.encoding import SURVIVAL_SCAN_SKEW, wants_log
 from patientgraph.errors import InputError, did_you_mean
+
+__all__ = [
+    "RESULT_COLUMNS", "EXTRA_COLUMNS", "KINDS", "TRANSFORMS", "ENGINES", "SurvivalDataWarning",
+    "BiomarkerScan", "benjamini_hochberg", "choose_transform", "infer_kind", "CoxResult",
+    "cox_fit", "logrank_p_value", "kaplan_meier", "at_risk_table", "compare_groups",
+]
 
 RESULT_COLUMNS = ["candidate", "family", "hr", "ci_low", "ci_high", "p", "q", "n", "events"]
 """The contract columns of ``W/discovery/biomarkers.parquet``; first in ``results_``."""
@@ -76,229 +88,6 @@ ENGINES = ("numpy", "lifelines")
 
 class SurvivalDataWarning(UserWarning):
     """Legal but doubtful survival input: patients left out of every model."""
-
-
-# --------------------------------------------------------------------------- Cox engine
-
-
-@dataclass
-class CoxResult:
-    """A fitted Cox model on the columns of the design matrix it was given."""
-
-    beta: np.ndarray
-    se: np.ndarray
-    cov: np.ndarray
-    loglik: float
-    loglik_null: float
-    converged: bool
-    n_iter: int
-    risk: np.ndarray = field(repr=False)
-    """Linear predictor X @ beta, in the input row order."""
-    ph_p: np.ndarray | None = None
-    notes: list[str] = field(default_factory=list)
-    beta_std: np.ndarray | None = field(default=None, repr=False)
-    """beta on the engine's standardised columns (numpy engine; a warm start for refits)."""
-
-
-class _Efron:
-    """The Efron partial likelihood of one design, sorted once; evaluated at any beta."""
-
-    def __init__(self, X: np.ndarray, time: np.ndarray, event: np.ndarray):
-        # lifelines sorts by (time, event) with a stable sort; tied deaths keep row order,
-        # which the rank-time PH test depends on.
-        self.order = np.lexsort((event, time))
-        self.mean = X.mean(0)
-        sd = X.std(0, ddof=1) if len(X) > 1 else np.ones(X.shape[1])
-        self.sd = np.where(sd > 0, sd, 1.0)
-        self.X = (X[self.order] - self.mean) / self.sd
-        t = time[self.order]
-        e = event[self.order].astype(bool)
-        self.n, self.p = self.X.shape
-        uniq, start = np.unique(t, return_index=True)
-        self.death = np.flatnonzero(e)
-        self.n_deaths = len(self.death)
-        group = np.searchsorted(uniq, t[self.death])
-        _, self.first, counts = np.unique(group, return_index=True, return_counts=True)
-        self.k = np.repeat(np.arange(len(counts)), counts)
-        self.counts = counts.astype(float)
-        self.frac = (np.arange(self.n_deaths) - self.first[self.k]) / self.counts[self.k]
-        self.risk_start = start[group[self.first]]
-        self.x_death_sum = self.X[self.death].sum(0)
-
-    def evaluate(self, beta: np.ndarray, hessian: bool = True):
-        X, k, frac = self.X, self.k, self.frac
-        eta = X @ beta
-        c = eta.max() if self.n else 0.0
-        w = np.exp(eta - c)
-        wx = w[:, None] * X
-        s0 = np.cumsum(w[::-1])[::-1][self.risk_start]
-        s1 = np.cumsum(wx[::-1], axis=0)[::-1][self.risk_start]
-        t0 = np.add.reduceat(w[self.death], self.first)
-        t1 = np.add.reduceat(wx[self.death], self.first, axis=0)
-        phi0 = s0[k] - frac * t0[k]
-        m1 = (s1[k] - frac[:, None] * t1[k]) / phi0[:, None]
-        loglik = float(eta[self.death].sum() - (np.log(phi0) + c).sum())
-        grad = self.x_death_sum - m1.sum(0)
-        if not hessian:
-            return loglik, grad, None, m1
-        wxx = wx[:, :, None] * X[:, None, :]
-        s2 = np.cumsum(wxx[::-1], axis=0)[::-1][self.risk_start]
-        t2 = np.add.reduceat(wxx[self.death], self.first, axis=0)
-        a = np.bincount(k, 1.0 / phi0, minlength=len(self.first))
-        b = np.bincount(k, frac / phi0, minlength=len(self.first))
-        hess = -(np.einsum("k,kab->ab", a, s2) - np.einsum("k,kab->ab", b, t2)) + m1.T @ m1
-        return loglik, grad, hess, m1
-
-    def ph_test(self, beta: np.ndarray, cov_std: np.ndarray) -> np.ndarray:
-        """Grambsch-Therneau p per coefficient, rank time (as lifelines' default)."""
-        _, _, _, m1 = self.evaluate(beta, hessian=False)
-        mean = np.add.reduceat(m1, self.first, axis=0) / self.counts[:, None]
-        resid = self.X[self.death] - mean[self.k]
-        d = self.n_deaths
-        scaled = d * resid @ cov_std
-        ranks = np.arange(1, d + 1, dtype=float)
-        ranks -= ranks.mean()
-        stat = (ranks @ scaled) ** 2 / (d * np.diag(cov_std) * (ranks**2).sum())
-        return stats.chi2.sf(stat, 1)
-
-
-def cox_fit(
-    X: np.ndarray,
-    time: np.ndarray,
-    event: np.ndarray,
-    *,
-    penalizer: float = 0.0,
-    max_iter: int = 50,
-    tol: float = 1e-9,
-    ph_test: bool = True,
-) -> CoxResult:
-    """Fit a Cox proportional-hazards model (Efron ties) by Newton-Raphson.
-
-    ``penalizer`` is lifelines' ridge convention: ``0.5 * penalizer * n * sum(beta_std**2)``
-    on standardised columns. Raises ``np.linalg.LinAlgError`` for a singular information
-    matrix (collinear columns). ``converged`` is False when the step did not fall below
-    ``tol`` within ``max_iter`` iterations (for example under separation).
-    """
-    X = np.asarray(X, dtype=float).reshape(len(time), -1)
-    if not np.any(event):
-        raise ValueError("no events: a Cox model needs at least one")
-    model = _Efron(X, np.asarray(time, float), np.asarray(event))
-    return _newton(model, penalizer=penalizer, max_iter=max_iter, tol=tol, ph_test=ph_test)
-
-
-def _newton(model: _Efron, *, penalizer: float, max_iter: int = 50, tol: float = 1e-9,
-            ph_test: bool = True, init: np.ndarray | None = None) -> CoxResult:
-    """Newton-Raphson with step halving on a prepared likelihood (``init`` on the
-    standardised scale)."""
-    n, p = model.n, model.p
-    ridge = penalizer * n
-
-    def objective(b):
-        ll, g, h, _ = model.evaluate(b)
-        if ridge:
-            ll, g, h = ll - 0.5 * ridge * b @ b, g - ridge * b, h - ridge * np.eye(p)
-        return ll, g, h
-
-    loglik_null = model.evaluate(np.zeros(p), hessian=False)[0]
-    beta = np.zeros(p) if init is None else np.array(init, dtype=float)
-    ll, g, h = objective(beta)
-    converged, n_iter = p == 0, 0
-    while not converged and n_iter < max_iter:
-        n_iter += 1
-        delta = linalg.solve(-h, g, assume_a="pos", check_finite=True)
-        step = 1.0
-        with np.errstate(all="ignore"):
-            while True:
-                candidate = beta + step * delta
-                ll_new, g_new, h_new = objective(candidate)
-                finite = np.isfinite(ll_new) and np.all(np.isfinite(h_new))
-                if (finite and ll_new >= ll - 1e-12 * abs(ll)) or step < 1e-6:
-                    break
-                step /= 2
-        if not finite:  # the likelihood ran off to infinity (separation): stop, unconverged
-            break
-        beta, ll, g, h = candidate, ll_new, g_new, h_new
-        converged = bool(np.max(np.abs(step * delta)) < tol)
-    cov_std = linalg.inv(-h) if p else np.zeros((0, 0))
-    if not np.all(np.isfinite(cov_std)):
-        raise np.linalg.LinAlgError("singular information matrix")
-    scale = model.sd
-    result = CoxResult(
-        beta=beta / scale,
-        se=np.sqrt(np.clip(np.diag(cov_std), 0, None)) / scale,
-        cov=cov_std / np.outer(scale, scale),
-        loglik=ll + (0.5 * ridge * beta @ beta if ridge else 0.0),
-        loglik_null=loglik_null,
-        converged=converged,
-        n_iter=n_iter,
-        risk=np.empty(model.n),
-        beta_std=beta,
-    )
-    result.risk[model.order] = model.X @ beta
-    if ph_test and p and model.n_deaths > 1:
-        result.ph_p = model.ph_test(beta, cov_std)
-    return result
-
-
-def logrank_p_value(time: np.ndarray, groups: np.ndarray, event: np.ndarray) -> float:
-    """The (multivariate) log-rank test p, as ``lifelines.statistics.multivariate_logrank_test``."""
-    time = np.asarray(time, float)
-    event = np.asarray(event).astype(float)
-    labels, g = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    k = len(labels)
-    if k < 2:
-        return np.nan
-    uniq, t_idx = np.unique(time, return_inverse=True)
-    # Deaths and exits per (time, group); at risk = those exiting at or after the time.
-    deaths = np.zeros((len(uniq), k))
-    exits = np.zeros((len(uniq), k))
-    np.add.at(deaths, (t_idx, g), event)
-    np.add.at(exits, (t_idx, g), 1.0)
-    at_risk = np.cumsum(exits[::-1], axis=0)[::-1]
-    n_t = at_risk.sum(1)
-    d_t = deaths.sum(1)
-    keep = d_t > 0
-    deaths, at_risk, n_t, d_t = deaths[keep], at_risk[keep], n_t[keep], d_t[keep]
-    share = at_risk / n_t[:, None]
-    observed_minus_expected = (deaths - d_t[:, None] * share).sum(0)
-    factor = np.where(n_t > 1, d_t * (n_t - d_t) / np.maximum(n_t - 1, 1), 0.0)
-    V = np.einsum("t,ti->i", factor, share)
-    V = np.diag(V) - np.einsum("t,ti,tj->ij", factor, share, share)
-    z = observed_minus_expected[:-1]
-    stat = float(z @ linalg.solve(V[:-1, :-1], z))
-    return float(stats.chi2.sf(stat, k - 1))
-
-
-def _lifelines_fit(X: np.ndarray, time: np.ndarray, event: np.ndarray, *, penalizer: float,
-                   ph_test: bool = True) -> CoxResult:
-    """The same model fitted by lifelines' CoxPHFitter; its warnings become notes."""
-    from lifelines import CoxPHFitter
-    from lifelines.exceptions import ConvergenceError, ConvergenceWarning
-    from lifelines.statistics import proportional_hazard_test
-
-    cols = [f"x{i}" for i in range(X.shape[1])]
-    df = pd.DataFrame(X, columns=cols)
-    df["_time"], df["_event"] = time, event
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            cph = CoxPHFitter(penalizer=penalizer).fit(df, "_time", "_event")
-        except ConvergenceError as e:
-            raise np.linalg.LinAlgError(str(e).splitlines()[0]) from e
-        ph = proportional_hazard_test(cph, df, time_transform="rank").p_value if ph_test else None
-    notes = [str(w.message).strip().splitlines()[0] for w in caught
-             if issubclass(w.category, ConvergenceWarning)]
-    loglik = float(cph.log_likelihood_)
-    # The likelihood-ratio statistic is 2 (loglik - loglik_null): the null log-likelihood
-    # from the public API (exact whenever the two are within a factor 2, as fits are).
-    loglik_null = loglik - float(cph.log_likelihood_ratio_test().test_statistic) / 2
-    return CoxResult(
-        beta=cph.params_.to_numpy(), se=cph.standard_errors_.to_numpy(),
-        cov=cph.variance_matrix_.to_numpy(), loglik=loglik,
-        loglik_null=loglik_null, converged=not notes, n_iter=-1,
-        risk=(X - X.mean(0)) @ cph.params_.to_numpy(),
-        ph_p=None if ph is None else np.atleast_1d(ph), notes=notes,
-    )
 
 
 def benjamini_hochberg(p: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -326,14 +115,6 @@ def infer_kind(values: pd.Series) -> str:
     if pd.api.types.is_numeric_dtype(values):
         return "binary" if values.dropna().nunique() == 2 else "numeric"
     return "categorical"
-
-
-def _level_name(value: Any) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 # --------------------------------------------------------------------------- the scan
@@ -542,7 +323,7 @@ class BiomarkerScan:
             levels = sorted(present.unique(), key=lambda v: (str(type(v)), v))
         ref = self.references.get(name, levels[0] if levels else None)
         if ref is not None and ref not in levels:
-            match = [lv for lv in levels if _level_name(lv) == _level_name(ref)]
+            match = [lv for lv in levels if level_name(lv) == level_name(ref)]
             ref = match[0] if match else levels[0]
         return levels, ref
 
@@ -559,7 +340,7 @@ class BiomarkerScan:
             for lv in levels:
                 if lv != ref:
                     blocks.append((v == lv).to_numpy(dtype=float)[:, None])
-                    names.append(f"{cov}[{_level_name(lv)}]")
+                    names.append(f"{cov}[{level_name(lv)}]")
         X = np.hstack(blocks) if blocks else np.empty((len(data), 0))
         keep = X.std(0) > 0 if len(X) else np.ones(X.shape[1], bool)
         return X[:, keep], [n for n, k in zip(names, keep, strict=True) if k]
@@ -629,14 +410,14 @@ class BiomarkerScan:
                        "separation" if e_lv == 0 else "")
             if problem:
                 drop |= at
-                flagged.append({**base, "level": _level_name(lv), "n": n_lv, "events": e_lv,
+                flagged.append({**base, "level": level_name(lv), "n": n_lv, "events": e_lv,
                                 "flag": problem, "note": f"level left out of the model: "
                                 f"{n_lv} patients, {e_lv} events"})
             else:
                 kept.append(lv)
         if ref not in kept and kept:
             ref = kept[0]
-        base["reference"] = None if ref is None else _level_name(ref)
+        base["reference"] = None if ref is None else level_name(ref)
         for row in flagged:
             row["reference"] = base["reference"]
         sub = sub.loc[~drop].reset_index(drop=True)
@@ -646,7 +427,7 @@ class BiomarkerScan:
                                 "flag": "no variance", "note": "fewer than two levels"}]
         v = sub[name]
         cand = np.column_stack([(v == lv).to_numpy(float) for lv in others])
-        return cand, [_level_name(lv) for lv in others], sub, flagged
+        return cand, [level_name(lv) for lv in others], sub, flagged
 
     def _fit(self, X, T, E, penalizer, ph_test=True) -> CoxResult:
         if self.engine == "lifelines":
@@ -678,7 +459,7 @@ class BiomarkerScan:
         lr_p = float(stats.chi2.sf(2 * max(fit.loglik - reduced, 0.0), n_cand))
         logrank_p = np.nan
         if base["kind"] != "numeric":
-            logrank_p = logrank_p_value(T, sub[base["candidate"]].map(_level_name).to_numpy(), E)
+            logrank_p = logrank_p_value(T, sub[base["candidate"]].map(level_name).to_numpy(), E)
         conc = c_index(T, E, fit.risk) if self.concordance else np.nan
         rows = []
         for j, lb in enumerate(labels):
@@ -740,134 +521,3 @@ class BiomarkerScan:
     def findings(self) -> pd.DataFrame:
         """The rows with q < alpha (never a flagged row)."""
         return self.results_[self.results_["significant"]].reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------- curves
-
-
-def _outcome_frame(table, duration_col, event_col, extra=()):
-    for col in (duration_col, event_col, *extra):
-        if col not in table.columns:
-            raise InputError(None, f"the table has no column {col!r}."
-                             + did_you_mean(col, map(str, table.columns)),
-                             "name an existing column", column=col)
-    t = pd.to_numeric(table[duration_col], errors="coerce")
-    e = pd.to_numeric(table[event_col], errors="coerce")
-    ok = t.notna() & e.isin([0, 1]) & (t > 0)
-    for col in extra:
-        ok &= table[col].notna()
-    return t[ok].to_numpy(float), e[ok].to_numpy(int), ok.to_numpy()
-
-
-def kaplan_meier(
-    table: pd.DataFrame,
-    group_col: str | None = None,
-    duration_col: str = "time_days",
-    event_col: str = "event",
-    *,
-    ci_level: float = 0.95,
-) -> pd.DataFrame:
-    """Kaplan-Meier curves, one per group (or one for the whole table).
-
-    Returns a long frame: group, timeline, survival, ci_low, ci_high (exponential Greenwood,
-    lifelines' default), at_risk (at the start of that time), events, censored. The curve
-    starts at time 0 with survival 1. Rows with a missing or non-positive time, or a missing
-    group, are left out; their count is in ``frame.attrs["excluded"]``.
-    """
-    from lifelines import KaplanMeierFitter
-
-    extra = (group_col,) if group_col is not None else ()
-    T, E, ok = _outcome_frame(table, duration_col, event_col, extra)
-    groups = (table.loc[ok, group_col].map(_level_name).to_numpy() if group_col is not None
-              else np.full(len(T), "all", dtype=object))
-    frames = []
-    for g in sorted(set(groups)):
-        at = groups == g
-        kmf = KaplanMeierFitter(alpha=1 - ci_level).fit(T[at], E[at])
-        sf = kmf.survival_function_.iloc[:, 0]
-        ci = kmf.confidence_interval_
-        et = kmf.event_table
-        frames.append(pd.DataFrame({
-            "group": g, "timeline": sf.index.to_numpy(float), "survival": sf.to_numpy(),
-            "ci_low": ci.iloc[:, 0].to_numpy(), "ci_high": ci.iloc[:, 1].to_numpy(),
-            "at_risk": et["at_risk"].to_numpy(int), "events": et["observed"].to_numpy(int),
-            "censored": et["censored"].to_numpy(int),
-        }))
-    cols = ["group", "timeline", "survival", "ci_low", "ci_high", "at_risk", "events",
-            "censored"]
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
-    out.attrs["excluded"] = int((~ok).sum())
-    return out
-
-
-def at_risk_table(curves: pd.DataFrame, times: Sequence[float]) -> pd.DataFrame:
-    """Numbers at risk per group at the given times (the usual table under a KM plot)."""
-    out = {}
-    for g, c in curves.groupby("group", sort=True):
-        c = c.sort_values("timeline")
-        n0 = int(c["at_risk"].iloc[0])
-        t = c["timeline"].to_numpy()
-        # At risk at time s: those with follow-up >= s = at_risk of the first row at >= s.
-        risk = np.append(c["at_risk"].to_numpy(), 0)
-        idx = np.searchsorted(t, np.asarray(times, float), side="left")
-        out[g] = [n0 if s <= 0 else int(risk[i]) for s, i in zip(times, idx, strict=True)]
-    return pd.DataFrame(out, index=pd.Index(list(times), name="time")).T
-
-
-def compare_groups(
-    table_a: pd.DataFrame,
-    table_b: pd.DataFrame,
-    duration_col: str = "time_days",
-    event_col: str = "event",
-    *,
-    labels: tuple[str, str] = ("A", "B"),
-    times: Sequence[float] | None = None,
-    ci_level: float = 0.95,
-    id_col: str = "patient_id",
-) -> dict[str, Any]:
-    """Compare the survival of two groups of patients (say, a cohort and its neighbours).
-
-    Returns ``curves`` (:func:`kaplan_meier` of both, group = label), ``logrank_p``, the
-    unadjusted Cox hazard ratio of B against A (``hr``, ``ci_low``, ``ci_high``, ``p``), ``n``
-    and ``events`` per group, and ``at_risk`` (numbers at risk at ``times``; default 0 and
-    the quartiles of follow-up). Patients in both groups raise :class:`InputError`.
-    """
-    from lifelines.statistics import logrank_test
-
-    if labels[0] == labels[1]:
-        raise ValueError("the two labels must differ")
-    if id_col in table_a.columns and id_col in table_b.columns:
-        both = set(table_a[id_col]) & set(table_b[id_col])
-        if both:
-            raise InputError(None, f"{len(both)} patients are in both groups",
-                             "compare disjoint groups of patients", column=id_col)
-    group = "_group"
-    parts = [t[[duration_col, event_col]].assign(**{group: lb})
-             for t, lb in zip((table_a, table_b), labels, strict=True)
-             if {duration_col, event_col} <= set(t.columns)]
-    if len(parts) < 2:
-        raise InputError(None, f"each group needs the columns {duration_col!r} and "
-                         f"{event_col!r}", "pass tables with the outcome columns",
-                         column=duration_col)
-    both_tables = pd.concat(parts, ignore_index=True)
-    curves = kaplan_meier(both_tables, group, duration_col, event_col, ci_level=ci_level)
-    T, E, ok = _outcome_frame(both_tables, duration_col, event_col)
-    g = (both_tables.loc[ok, group] == labels[1]).to_numpy()
-    n = {lb: int((g == (i == 1)).sum()) for i, lb in enumerate(labels)}
-    events = {lb: int(E[g == (i == 1)].sum()) for i, lb in enumerate(labels)}
-    out: dict[str, Any] = {"curves": curves, "n": n, "events": events,
-                           "logrank_p": np.nan, "hr": np.nan, "ci_low": np.nan,
-                           "ci_high": np.nan, "p": np.nan}
-    if min(n.values()) > 0 and E.sum() > 0:
-        out["logrank_p"] = float(logrank_test(T[~g], T[g], E[~g], E[g]).p_value)
-        if min(events.values()) > 0:
-            fit = cox_fit(g.astype(float)[:, None], T, E, ph_test=False)
-            b, se = float(fit.beta[0]), float(fit.se[0])
-            z = stats.norm.ppf(0.5 + ci_level / 2)
-            out.update(hr=float(np.exp(b)), ci_low=float(np.exp(b - z * se)),
-                       ci_high=float(np.exp(b + z * se)),
-                       p=float(2 * stats.norm.sf(abs(b / se))))
-    if times is None:
-        times = [0.0, *np.quantile(T, [0.25, 0.5, 0.75]).round().tolist()] if len(T) else [0.0]
-    out["at_risk"] = at_risk_table(curves, times)
-    return out
