@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from discovery.curves import level_name
 from patientgraph.errors import InputError
 
 TIME, EVENT, ID = "time_days", "event", "patient_id"
@@ -113,13 +114,13 @@ def split_by_values(values: pd.Series, level: Any = None,
     values = values.dropna()
     name = values.name
     if level is not None and not _missing(level):
-        text = values.map(_level_text)
+        text = values.map(level_name)
         if not _missing(reference):
-            text = text[text.isin([_level_text(level), _level_text(reference)])]
+            text = text[text.isin([level_name(level), level_name(reference)])]
             label_a = f"{name} = {reference}"
         else:
             label_a = f"{name} other than {level}"
-        in_b = text == _level_text(level)
+        in_b = text == level_name(level)
         if in_b.all() or not in_b.any():
             return None
         return in_b, label_a, f"{name} = {level}"
@@ -175,15 +176,6 @@ def _backend_compare(a: pd.DataFrame, b: pd.DataFrame, label_a: str,
     curves = [_from_frame(frames[label], table, label)
               for label, table in ((label_a, a), (label_b, b))]
     return curves, {k: float(out[k]) for k in ("logrank_p", "hr", "ci_low", "ci_high")}
-
-
-def _level_text(value: Any) -> str:
-    """A value as the scan names its levels (1.0 and True as "1")."""
-    if isinstance(value, (bool, np.bool_)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _missing(value: Any) -> bool:

@@ -69,7 +69,8 @@ class InputError(Exception):
         if self.more:
             rows = "row has" if self.more == 1 else "rows have"
             text += f" ({self.more} more {rows} the same problem)"
-        return f"{text}. Fix: {self.fix}."
+        stop = "" if text.endswith(("?", "!")) else "."  # "Did you mean 'k'?" ends itself
+        return f"{text}{stop} Fix: {self.fix}."
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -29,7 +29,7 @@ def test_signature_defaults_keeps_the_order():
 
 
 @pytest.mark.parametrize("config, message", [
-    (lambda c: embed.index_stage._config(c), "unknown option index.kk. Did you mean 'k'?. Fix: "
+    (lambda c: embed.index_stage._config(c), "unknown option index.kk. Did you mean 'k'? Fix: "
      "choose from k, lesion_factory, patient_factory, ef_search, ef_construction, device."),
     (lambda c: discovery.stage._config(c), "the discover config has an unknown option 'kk'. "
      "Fix: use clusters, tracking, scan, gnn, graph, write_graph."),
