@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -459,6 +460,15 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted; the workspace is unchanged by the unfinished stage")
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == EXIT_INPUT_ERROR:
+            # The message is out and nothing was written. Leave without the interpreter's
+            # teardown, where a native library's destructors (torch's, seen rarely) can
+            # abort and turn a user's mistake into a crash with another exit code.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INPUT_ERROR)
+        raise
 
 
 if __name__ == "__main__":
