@@ -27,6 +27,7 @@ huge result is never built in memory.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 
@@ -118,8 +119,18 @@ def check_read_query(text: str, *, max_rows: int | None = None,
                                 f"{MAX_QUERY_CHARS:,}", "shorten it")
     if max_rows is not None and max_rows < 1:
         raise ValueError(f"max_rows must be 1 or more, not {max_rows}")
-    tree, parser = _parse(text, target)
-    _check_tree(tree, parser, target)
+    try:
+        return _checked(text, max_rows)
+    except QueryRefusedError as exc:
+        raise QueryRefusedError(target, exc.problem, exc.fix) from None
+
+
+@functools.lru_cache(maxsize=512)
+def _checked(text: str, max_rows: int | None) -> CheckedQuery:
+    """The verdict on one text (cached: the pages send the same few queries again and
+    again, and parsing costs tens of milliseconds)."""
+    tree, parser = _parse(text, None)
+    _check_tree(tree, parser, None)
     if max_rows is not None:
         text = _limit(text, tree, max_rows)
     return CheckedQuery(text, max_rows)
