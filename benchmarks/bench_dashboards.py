@@ -42,7 +42,7 @@ WORKERS = 8
 def bench_workspace(n_patients: int) -> Path:
     """A workspace of the cached synthetic cohort with every available stage run."""
     from patientgraph import Workspace, ingest_deeplesion
-    from patientgraph.pipeline import run_pipeline
+    from patientgraph.app.pipeline import run_pipeline
 
     cohort = cached_cohort(n_patients)
     root = CACHE / f"explorer-ws-{n_patients}-0"
@@ -156,7 +156,7 @@ def _hammer(root: Path, bodies: list[dict], workers: int | None, seconds: float)
     import requests
 
     port = _free_port()
-    cmd = [sys.executable, "-m", "patientgraph.cli", "serve", "--workspace", str(root),
+    cmd = [sys.executable, "-m", "patientgraph", "serve", "--workspace", str(root),
            "--port", str(port)] + (["--workers", str(workers)] if workers else ["--dev"])
     env = {**os.environ, "PATIENTGRAPH_TOKEN": "", "PATIENTGRAPH_USER": ""}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,

@@ -17,8 +17,8 @@ from patientgraph.errors import InputError
 from patientgraph.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from patientgraph.app.pipeline import run_pipeline
     from patientgraph.deeplesion import ingest_deeplesion
-    from patientgraph.pipeline import run_pipeline
     from patientgraph.synth import generate
     from patientgraph.table_ingest import ingest_table
     from patientgraph.workspace import Workspace
@@ -41,5 +41,5 @@ __getattr__ = lazy_exports(__name__, {
     "generate": "patientgraph.synth",
     "ingest_deeplesion": "patientgraph.deeplesion",
     "ingest_table": "patientgraph.table_ingest",
-    "run_pipeline": "patientgraph.pipeline",
+    "run_pipeline": "patientgraph.app.pipeline",
 })

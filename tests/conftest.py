@@ -26,7 +26,7 @@ def mini(tmp_path: Path) -> Path:
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None):
     """Run ``patientgraph ARGS`` in a subprocess, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "patientgraph.cli", *map(str, args)],
+        [sys.executable, "-m", "patientgraph", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})},
         timeout=600,
     )
@@ -73,7 +73,7 @@ def build_workspace(base: Path, n_patients: int, seed: int, image_size: int,
     """A synthetic cohort in ``base/cohort`` ingested into ``base/ws`` and run through
     ``stages`` (default: all) with ``config``."""
     from patientgraph import ingest_deeplesion
-    from patientgraph.pipeline import run_pipeline
+    from patientgraph.app.pipeline import run_pipeline
     from patientgraph.synth import generate
 
     cohort = base / "cohort"

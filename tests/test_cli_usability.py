@@ -79,7 +79,7 @@ def _free_port() -> int:
 def test_serve_starts_without_a_warning(discovered):
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "patientgraph.cli", "serve", "--workspace",
+        [sys.executable, "-m", "patientgraph", "serve", "--workspace",
          str(discovered.root), "--port", str(port)],
         env={**os.environ, **NO_CREDENTIALS}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
@@ -102,7 +102,7 @@ def test_serve_starts_without_a_warning(discovered):
 def test_importing_the_stages_shows_no_deprecation_warning():
     # torch_geometric's import-time torch.jit.script warns on every run unless silenced
     res = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c",
-                          "import patientgraph.pipeline, discovery.gnn, graphdb.pyg"],
+                          "import patientgraph.app.pipeline, discovery.gnn, graphdb.pyg"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
 

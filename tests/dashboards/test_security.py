@@ -121,7 +121,7 @@ def test_served_by_waitress_with_the_token_enforced_and_no_ids_in_the_log(worksp
     port = free_port()
     env = {**os.environ, **NO_CREDENTIALS, "PATIENTGRAPH_TOKEN": TOKEN}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "patientgraph.cli", "serve", "--workspace", str(workspace.root),
+        [sys.executable, "-m", "patientgraph", "serve", "--workspace", str(workspace.root),
          "--host", "0.0.0.0", "--port", str(port), "--workers", "4"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"

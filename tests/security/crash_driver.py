@@ -86,7 +86,7 @@ def _replay(path: str) -> None:
 
 def _serve(req: dict[str, Any]) -> dict[str, Any]:
     from patientgraph.deeplesion import ingest_deeplesion
-    from patientgraph.pipeline import run_pipeline
+    from patientgraph.app.pipeline import run_pipeline
     from patientgraph.workspace import Workspace
 
     kill = req.get("kill") or {}
@@ -139,7 +139,7 @@ def main() -> None:
     import graphdb.embedded  # noqa: F401
     import graphdb.stage  # noqa: F401
     import patientgraph.deeplesion  # noqa: F401
-    import patientgraph.pipeline  # noqa: F401
+    import patientgraph.app.pipeline  # noqa: F401
 
     print(json.dumps({"ready": True}), file=replies, flush=True)
     for line in sys.stdin:

@@ -22,7 +22,7 @@ import pytest
 
 from patientgraph.atomic import atomic_dir, atomic_path, write_parquet
 from patientgraph.errors import InputError
-from patientgraph.pipeline import run_pipeline
+from patientgraph.app.pipeline import run_pipeline
 from patientgraph.workspace import LOCK_FILE, Workspace, content_sha256, fingerprint
 from tests.conftest import MINI, ingest_args, run_cli, tree_digest
 from tests.security.workspace_base import Base

@@ -64,7 +64,7 @@ def pipeline_config(checkpoint: Path) -> dict[str, Any]:
 def base(tmp_path_factory) -> Base:
     import discovery.stage
     from patientgraph import ingest_deeplesion
-    from patientgraph.pipeline import run_pipeline
+    from patientgraph.app.pipeline import run_pipeline
     from patientgraph.synth import generate
 
     top = tmp_path_factory.mktemp("faults")

@@ -170,12 +170,12 @@ def run(
         '\'{"embed": {"preset": "fast"}}\'.')] = None,
 ) -> None:
     """Run the pipeline stages on an ingested workspace."""
-    from patientgraph.pipeline import run_pipeline
+    from patientgraph.app.pipeline import run_pipeline
 
     results = run_pipeline(workspace, stages=stages, graph=graph, force=force,
                            config=_read_config(config), echo=lambda m: err.print(m))
     if not results:
-        from patientgraph.pipeline import STAGES
+        from patientgraph.app.pipeline import STAGES
 
         err.print(f"nothing to run: no stage was chosen (choose from {', '.join(STAGES)})")
 
@@ -456,7 +456,7 @@ def _summary_line(verb: str, summary: dict) -> str:
 def main() -> None:
     """Console-script entry point."""
     try:
-        app()
+        app(prog_name="patientgraph")
     except KeyboardInterrupt:
         err.print("interrupted; the workspace is unchanged by the unfinished stage")
         sys.exit(130)
