@@ -85,8 +85,8 @@ def _replay(path: str) -> None:
 
 
 def _serve(req: dict[str, Any]) -> dict[str, Any]:
-    from patientgraph.deeplesion import ingest_deeplesion
     from patientgraph.app.pipeline import run_pipeline
+    from patientgraph.deeplesion import ingest_deeplesion
     from patientgraph.workspace import Workspace
 
     kill = req.get("kill") or {}
@@ -138,8 +138,8 @@ def main() -> None:
     import embed.stage  # noqa: F401
     import graphdb.embedded  # noqa: F401
     import graphdb.stage  # noqa: F401
-    import patientgraph.deeplesion  # noqa: F401
     import patientgraph.app.pipeline  # noqa: F401
+    import patientgraph.deeplesion  # noqa: F401
 
     print(json.dumps({"ready": True}), file=replies, flush=True)
     for line in sys.stdin:

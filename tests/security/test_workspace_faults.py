@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from patientgraph.app.pipeline import run_pipeline
 from patientgraph.atomic import atomic_dir, atomic_path, write_parquet
 from patientgraph.errors import InputError
-from patientgraph.app.pipeline import run_pipeline
 from patientgraph.workspace import LOCK_FILE, Workspace, content_sha256, fingerprint
 from tests.conftest import MINI, ingest_args, run_cli, tree_digest
 from tests.security.workspace_base import Base
