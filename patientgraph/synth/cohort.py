@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from patientgraph.synth.anatomy import _Body, _Frame, _sample_body
+from patientgraph.synth.dynamics import _reader_factors, _sample_dynamics, true_long_mm
 from patientgraph.synth.lesions import _Lesion, _LesionView, _sample_lesions
 from patientgraph.synth.params import (
     _ANATOMY,
@@ -26,6 +27,7 @@ from patientgraph.synth.params import (
     LESION_COUNT_P,
     MAX_LONG_MM,
     NOISY_FLAG_P,
+    READER_LOG_SD,
     RECORD_MISSING,
     SIZE_RANGE_MM,
     SLICE_INTERVAL_P,
@@ -95,6 +97,10 @@ def _plan_patient(seed: int, pid: int, image_size: int) -> _Patient:
     days = np.concatenate([[0], np.cumsum(rng.integers(*STUDY_GAP_DAYS, n_studies - 1,
                                                        endpoint=True))]).astype(int)
     age_missing = bool(rng.random() < AGE_MISSING)
+    # The record comes before the studies: the lesions' rates depend on the true ECOG.
+    covariates, record, traits = _records(rng, primary, lesions, bmi, male, age)
+    traits["treatment_response"] = _sample_dynamics(seed, pid, lesions, days, growth,
+                                                    int(covariates["ecog"]))
     studies = []
     lesion_truth = {}
     for si, day in enumerate(days, start=1):
@@ -108,7 +114,6 @@ def _plan_patient(seed: int, pid: int, image_size: int) -> _Patient:
             _label_row(rng, row, split, lesion_truth)
         studies.append(study)
     first = [r["_long_mm"] for r in studies[0].rows]
-    covariates, record, traits = _records(rng, primary, lesions, bmi, male, age)
     covariates["lesion_burden"] = math.log(sum(first))
     covariates["growth_rate"] = growth
     outcome, eta = _outcome(rng, covariates)
@@ -119,7 +124,8 @@ def _plan_patient(seed: int, pid: int, image_size: int) -> _Patient:
         "physical_lesions": {
             f"{_pid(pid)}_L{les.index}": {
                 "true_type": les.true_type, "site": les.site, "growth_rate": les.growth,
-                "long_mm_day0": round(les.long0_mm, 2), "location_uvz": [les.u, les.v, les.z],
+                "long_mm_day0": les.long0_mm, "location_uvz": [les.u, les.v, les.z],
+                **les.dynamics,
             }
             for les in lesions
         },
@@ -147,13 +153,14 @@ def _plan_study(seed, rng, pid, si, day, body, lesions, image_size) -> _Study:
         jitter = z_jitter[les.companion if les.companion is not None else les.index]
         z = float(np.clip(les.z + jitter, 0.01, 0.99))
         key = int(np.clip(1 + round(z * body.length_mm / interval), 2, last - 1))
-        long_mm = min(les.long0_mm * math.exp(les.growth * day), MAX_LONG_MM)
-        if long_mm < 3.0:
+        long_mm = true_long_mm({**les.dynamics, "long_mm_day0": les.long0_mm}, day)
+        if long_mm < 3.0:  # not yet there, or shrunk out of sight
             continue
         z_key = (key - 1) * interval / body.length_mm
         a, b = body.semi_axes(body.level(z_key))
         scale_px = long_mm / les.long_unit / frame.spacing
-        reach = scale_px * (1 + np.abs(les.harmonics[:, 1]).sum()) + BBOX_PAD_PX + 2
+        reach = (scale_px * (1 + np.abs(les.harmonics[:, 1]).sum()) * _READER_MAX
+                 + BBOX_PAD_PX + 2)  # room for the reader's longest recorded axes
         cx = float(np.clip(frame.cx + les.u * a / frame.spacing, reach, image_size - 1 - reach))
         cy = float(np.clip(frame.cy + les.v * b / frame.spacing, reach, image_size - 1 - reach))
         view = _LesionView(les, cx, cy, (key - 1) * interval, scale_px,
@@ -165,17 +172,28 @@ def _plan_study(seed, rng, pid, si, day, body, lesions, image_size) -> _Study:
     if not chosen and candidates:
         chosen = [max(candidates, key=lambda c: c[3])]
     series = 2 if rng.random() < 0.1 else 1
-    rows = [_measure(rng, pid, si, series, interval, frame, *c) for c in chosen]
+    rows = [_measure(rng, _reader_factors(seed, pid, si, c[0].lesion.index), pid, si, series,
+                     interval, frame, *c) for c in chosen]
     rows.sort(key=lambda r: (r["Key_slice_index"], r["_lesion"]))
     return _Study(si, day, series, interval, frame, float(rng.uniform(10, 20)), views, rows)
 
 
-def _measure(rng, pid, si, series, interval, frame, view, key, z_key, long_mm) -> dict:
-    """One DL_info row: the RECIST axes of the lesion on its key slice, 1-based pixels."""
+def _measure(rng, reader, pid, si, series, interval, frame, view, key, z_key, long_mm) -> dict:
+    """One DL_info row: the RECIST axes of the lesion on its key slice, 1-based pixels.
+
+    ``reader``: the reader's (long, short) factors on the true diameters; each axis is
+    stretched about its midpoint, so the coordinates and the diameters agree.
+    """
     les = view.lesion
     t = math.radians(les.angle)
     rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
     ends = les.recist_unit @ rot.T * view.scale_px + [view.cx, view.cy]
+    lo, hi = SIZE_RANGE_MM[0] / long_mm, MAX_LONG_MM / long_mm  # recorded sizes stay in range
+    factors = np.clip(reader, 1 / _READER_MAX, _READER_MAX)
+    factors[0] = min(max(factors[0], lo), hi)
+    for axis, f in zip((slice(0, 2), slice(2, 4)), factors, strict=True):
+        mid = ends[axis].mean(0)
+        ends[axis] = mid + (ends[axis] - mid) * f
     hand = min(0.25, 0.03 * les.long_unit * view.scale_px)  # the annotator's hand, in px
     ends = ends + rng.normal(0, hand, ends.shape) + 1.0
     ends = np.array([float(f"{v:.6g}") for v in ends.ravel()]).reshape(4, 2)  # as written
@@ -202,6 +220,10 @@ def _measure(rng, pid, si, series, interval, frame, view, key, z_key, long_mm) -
         "_lesion": les.index, "_type": les.true_type, "_long_mm": long_mm,
         "_short_mm": long_mm * les.short_unit / les.long_unit,
     }
+
+
+_READER_MAX = math.exp(3 * READER_LOG_SD)
+"""The reader's error is clipped at three sd, so recorded axes stay inside the image."""
 
 
 def _window(rng, les: _Lesion) -> str:

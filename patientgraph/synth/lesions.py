@@ -47,6 +47,8 @@ class _Lesion:
     spikes: np.ndarray
     look: dict
     companion: int | None = None
+    dynamics: dict = field(default_factory=dict)
+    """The true trajectory (:mod:`~patientgraph.synth.dynamics`), as truth.json reports it."""
     recist_unit: np.ndarray = field(init=False)
     long_unit: float = field(init=False)
     short_unit: float = field(init=False)

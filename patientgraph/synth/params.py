@@ -48,6 +48,36 @@ WINDOWS = {"lung": "-1350, 150", "soft": "-175, 275", "soft2": "-160, 240", "bon
 GROWTH_MEAN, GROWTH_SD = 0.0008, 0.0025
 """Per-patient growth rate of log(long diameter) per day: some lesions grow, some shrink."""
 GROWTH_LESION_SD = 0.0012
+"""Random lesion effect on the rate: lesions of one patient differ beyond type and look."""
+
+# Lesion dynamics (patientgraph.synth.dynamics documents the model and why these values).
+TYPE_RATE = {1: -0.0004, 2: -0.0005, 3: -0.0003, 4: 0.0006, 5: 0.0004, 6: -0.0006, 7: 0.0,
+             8: 0.0002}
+"""Offset of each true type's log-diameter rate per day (bone, nodes and kidney slower, liver
+and lung faster); nearly centred under TYPE_PRIOR, so types move lesions around the patient's
+base rate rather than shift every patient."""
+SPICULATED_RATE = 0.0015
+"""Extra rate of a spiculated (infiltrative) lesion."""
+NECROTIC_RATE = 0.0010
+"""Extra rate of a heterogeneous lesion (necrotic or cavitated core: it outgrew its blood
+supply)."""
+ECOG_RATE = 0.0003
+"""Extra rate per ECOG point above the cohort mean (ECOG_CENTRE)."""
+ECOG_CENTRE = 1.03
+RESPONSE_P = (0.25, 0.12)
+"""P(a patient's treatment works for a while) for ECOG 0-1 and for ECOG 2-3."""
+RESPONSE_DEPTH = (0.45, 0.12, 0.15, 0.65)
+"""A responding lesion's fractional shrink at nadir: normal (mean, sd) clipped to (lo, hi)."""
+NADIR_DAYS = (60, 120)
+"""Uniform range of a responder's nadir day, after which resistant disease regrows."""
+REGROW_EXTRA = 0.001
+"""A responding lesion regrows at max(its rate, 0) + this (resistance)."""
+NEW_LESION_P = (0.15, 0.30)
+"""Share of lesions (after the first) that appear after the first study, in patients with two
+or more studies: for the others and for progressing patients (base rate above
+GROWTH_MEAN + GROWTH_SD / 2)."""
+READER_LOG_SD = 0.08
+"""Reader (RECIST) error: the recorded diameters are the true ones times exp(N(0, sd))."""
 
 # Tissue labels painted alongside HU; lesion sites are sampled from them.
 AIR, FAT, MUSCLE, BONE, LUNG, MEDIAST, HEART, LIVER = range(8)
@@ -184,4 +214,4 @@ def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng([int(k) for k in key])
 
 
-_PLAN, _TEXTURE, _NOISE, _ANATOMY = 1, 2, 3, 4
+_PLAN, _TEXTURE, _NOISE, _ANATOMY, _DYNAMICS, _READER = 1, 2, 3, 4, 5, 6

@@ -22,6 +22,7 @@ from PIL import Image
 from patientgraph.atomic import atomic_dir
 from patientgraph.imaging import HU_OFFSET
 from patientgraph.synth.cohort import _Patient, _pid, _plan_patient
+from patientgraph.synth.dynamics import _params as _dynamics_params
 from patientgraph.synth.params import (
     _NOISE,
     AGE_MISSING,
@@ -217,7 +218,8 @@ def _params() -> dict:
         "label_error_rate": LABEL_ERROR_RATE, "noisy_flag_p": NOISY_FLAG_P,
         "slice_intervals_mm": SLICE_INTERVALS_MM, "fov_mm": FOV_MM,
         "growth_mean": GROWTH_MEAN, "growth_sd": GROWTH_SD,
-        "growth_lesion_sd": GROWTH_LESION_SD, "record_missing": RECORD_MISSING,
+        "growth_lesion_sd": GROWTH_LESION_SD, **_dynamics_params(),
+        "record_missing": RECORD_MISSING,
         "age_missing": AGE_MISSING, "survival": SURVIVAL,
     }
 
