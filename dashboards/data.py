@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from patientgraph.errors import InputError
+from patientgraph.options import env_number
 from patientgraph.workspace import Workspace
 
 DISCOVERY_DIR = "discovery"
@@ -41,17 +42,8 @@ DEFAULT_QUERY_TIMEOUT_S = 5.0
 
 def query_timeout_s(environ: Mapping[str, str] | None = None) -> float:
     """The explorer's limit on each graph read, in seconds (from the environment)."""
-    raw = (os.environ if environ is None else environ).get(QUERY_TIMEOUT_ENV)
-    if raw is None or not raw.strip():
-        return DEFAULT_QUERY_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0.1 <= value <= 3600:
-        raise InputError(None, f"${QUERY_TIMEOUT_ENV} is not a number of seconds from 0.1 "
-                         "to 3600", f"set it to e.g. {DEFAULT_QUERY_TIMEOUT_S:g}, or unset it")
-    return value
+    return env_number(QUERY_TIMEOUT_ENV, DEFAULT_QUERY_TIMEOUT_S, low=0.1, high=3600,
+                      unit="seconds", environ=environ)
 
 
 def type_name(code: Any) -> str:
@@ -125,7 +117,7 @@ class ExplorerData:
     @classmethod
     def load(cls, workspace: str | Path | Workspace, graph: str | None = None) -> ExplorerData:
         """Read the workspace; ``graph`` is a graph URI or folder (default: the workspace's)."""
-        ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        ws = Workspace.of(workspace)
         manifest = ws.manifest()
         if "ingest" not in manifest.get("stages", {}):
             raise InputError(ws.root, "this is not an ingested PatientGraph workspace (its "

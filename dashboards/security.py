@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from patientgraph.errors import InputError
+from patientgraph.options import env_number
 
 TOKEN_ENV = "PATIENTGRAPH_TOKEN"
 USER_ENV = "PATIENTGRAPH_USER"
@@ -105,22 +106,10 @@ def auth_from_env(environ: Mapping[str, str] | None = None) -> AuthConfig:
     if bool(user) != bool(password):
         raise InputError(None, f"only one of ${USER_ENV} and ${PASSWORD_ENV} is set",
                          "set both for basic auth, or neither")
-    hours = env.get(SESSION_HOURS_ENV) or None
-    return AuthConfig(token=token, user=user, password=password,
-                      session_hours=DEFAULT_SESSION_HOURS if hours is None
-                      else _session_hours(hours))
-
-
-def _session_hours(text: str) -> float:
-    try:
-        hours = float(text)
-    except ValueError:
-        hours = math.nan
-    if not 0 < hours <= MAX_SESSION_HOURS:
-        raise InputError(None, f"${SESSION_HOURS_ENV} is {text!r}",
-                         f"give how many hours a login lasts, above 0 and at most "
-                         f"{MAX_SESSION_HOURS:g}, e.g. {DEFAULT_SESSION_HOURS:g}")
-    return hours
+    hours = env_number(SESSION_HOURS_ENV, DEFAULT_SESSION_HOURS, low=0,
+                       high=MAX_SESSION_HOURS, unit="hours a login lasts", low_open=True,
+                       environ=env)
+    return AuthConfig(token=token, user=user, password=password, session_hours=hours)
 
 
 def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -32,7 +32,7 @@ class DiscoveryResults:
 
 def load_results(workspace: str | Path | Workspace) -> DiscoveryResults:
     """The discover stage's results; a clear error when the stage has not run."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     folder = ws.path(OUT_DIR)
     names = [f.name for f in fields(DiscoveryResults) if f.name != "metrics"]
     missing = [n for n in names if not (folder / f"{n}.parquet").exists()]

@@ -37,7 +37,7 @@ import pandas as pd
 from patientgraph.atomic import atomic_dir, atomic_path, make_private, write_json
 from patientgraph.errors import InputError
 from patientgraph.options import merge_options
-from patientgraph.workspace import Workspace, file_sha256, fingerprint, holding_lock
+from patientgraph.workspace import Workspace, file_sha256, holding_lock
 
 STAGE = "discover"
 OUT_DIR = "discovery"
@@ -61,16 +61,16 @@ def run(workspace: str | Path | Workspace, config: Mapping[str, Any] | None = No
     ``gnn``; see each module), ``graph`` (a folder or Neo4j URI to write the results into;
     default: where the graph stage loaded the cohort) and ``write_graph`` (True).
     """
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     cfg = _config(config)
     inputs = _input_hashes(ws)
     target = _graph_target(ws, cfg)
     fp_config = {k: v for k, v in cfg.items() if k != "graph"} | {"graph": _shown(target, ws)}
-    if not force and ws.is_current(STAGE, fingerprint(fp_config, inputs)):
-        return {**ws.stage_record(STAGE)["summary"], "skipped": True}
+    stage = ws.start_stage(STAGE, fp_config, inputs)
+    if (last := stage.skip(force)) is not None:
+        return last
 
     say = echo or (lambda _msg: None)
-    started = time.perf_counter()
     data = _read_inputs(ws)
     results, seconds = analyse(data, cfg, say)
     summary = _summary(results, seconds)
@@ -88,9 +88,7 @@ def run(workspace: str | Path | Workspace, config: Mapping[str, Any] | None = No
                                                 results["frames"])
         seconds["graph_write"] = round(time.perf_counter() - t0, 3)
     summary["seconds"] = seconds
-    ws.record_stage(STAGE, config=fp_config, inputs=inputs, outputs=[OUT_DIR, MODEL],
-                    seconds=time.perf_counter() - started, summary=summary)
-    return {**summary, "skipped": False}
+    return stage.finish([OUT_DIR, MODEL], summary)
 
 
 def analyse(data: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any],

@@ -17,7 +17,6 @@ strings; default chosen by size, see :func:`embed.index.auto_factory`), ``ef_sea
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from embed.stage import LESIONS, PATIENTS, default_weights
 from patientgraph.atomic import atomic_dir
 from patientgraph.errors import InputError
 from patientgraph.options import merge_options
-from patientgraph.workspace import Workspace, file_sha256, fingerprint, holding_lock
+from patientgraph.workspace import Workspace, file_sha256, holding_lock
 
 STAGE = "index"
 INDEX_DIR = "index"
@@ -58,12 +57,11 @@ def run(
 ) -> dict[str, Any]:
     """Build both indexes and kNN graphs; skipped when the embeddings and config are the
     same as last time."""
-    started = time.perf_counter()
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     cfg = _config(config)
-    inputs = _inputs(ws)
-    if not force and ws.is_current(STAGE, fingerprint(cfg, inputs)):
-        return {**ws.stage_record(STAGE)["summary"], "skipped": True}
+    stage = ws.start_stage(STAGE, cfg, _inputs(ws))
+    if (last := stage.skip(force)) is not None:
+        return last
 
     lesions = ws.read_parquet(LESIONS, writer="embed", columns=["lesion_id", "embedding"])
     patients = ws.read_parquet(PATIENTS, writer="embed", columns=["patient_id", *MODALITIES])
@@ -86,9 +84,7 @@ def run(
         "lesion_factory": lesion_index.factory, "patient_factory": patient_index.factory,
         "lesions": len(lesion_index), "patients": len(patient_index), "k": k,
     }
-    ws.record_stage(STAGE, config=cfg, inputs=inputs, outputs=[INDEX_DIR],
-                    seconds=time.perf_counter() - started, summary=summary)
-    return {**summary, "skipped": False}
+    return stage.finish([INDEX_DIR], summary)
 
 
 def _config(config: Mapping[str, Any] | None) -> dict[str, Any]:

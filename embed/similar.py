@@ -100,7 +100,7 @@ def similar_lesions(
 
 
 def _workspace(workspace: str | Path | Workspace) -> Workspace:
-    return workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    return Workspace.of(workspace)
 
 
 def _check_k(k: int) -> None:

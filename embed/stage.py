@@ -61,12 +61,13 @@ def run(
 ) -> dict[str, Any]:
     """Run the stage; returns its summary (``skipped=True`` when nothing changed)."""
     started = time.perf_counter()
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     cfg = EmbedConfig.from_dict(config)
     weights = resolve_weights(dict(cfg.weights), {})
     inputs = _inputs(ws)
-    if not force and ws.is_current(STAGE, fingerprint(cfg.to_dict(), inputs)):
-        return {**ws.stage_record(STAGE)["summary"], "skipped": True}
+    stage = ws.start_stage(STAGE, cfg.to_dict(), inputs, started)
+    if (last := stage.skip(force)) is not None:
+        return last
 
     lesions = ws.table("lesions")
     summary: dict[str, Any] = {"device": str(resolve_device(cfg.train.device))}
@@ -105,9 +106,7 @@ def run(
     outputs = [LESIONS, PATIENTS, FAILURES, LESION_MODEL]
     if record_encoder is not None:
         outputs.append(RECORD_MODEL)
-    ws.record_stage(STAGE, config=cfg.to_dict(), inputs=inputs, outputs=outputs,
-                    seconds=time.perf_counter() - started, summary=summary)
-    return {**summary, "skipped": False}
+    return stage.finish(outputs, summary)
 
 
 def _inputs(ws: Workspace) -> dict[str, str]:

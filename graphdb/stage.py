@@ -12,7 +12,6 @@ discover stage, which writes into the graph afterwards, re-records that hash.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from graphdb.target import is_server_uri, redact, resolve_target
 from patientgraph.atomic import atomic_dir, clean_leftovers
 from patientgraph.errors import InputError
 from patientgraph.schema import Source, check_references
-from patientgraph.workspace import Workspace, file_sha256, fingerprint, holding_lock
+from patientgraph.workspace import Workspace, file_sha256, holding_lock
 
 STAGE = "graph"
 COHORT = ("patients", "studies", "lesions", "records")
@@ -42,7 +41,7 @@ def run(workspace: str | Path | Workspace, config: dict[str, Any] | None = None,
     last summary and ``skipped=True``, when the inputs and target are unchanged (a Neo4j
     server is trusted to still hold that load: after wiping it, rerun with ``force``).
     """
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     target = resolve_target(ws.root, (config or {}).get("graph"))
     server = is_server_uri(target)
     inputs = _input_hashes(ws)
@@ -50,10 +49,10 @@ def run(workspace: str | Path | Workspace, config: dict[str, Any] | None = None,
         "graph": redact(target) if server else ws.relative(target),
         "database": os.environ.get("NEO4J_DATABASE") if server else None,
     }
-    if not force and ws.is_current(STAGE, fingerprint(stage_config, inputs)):
-        return {**ws.stage_record(STAGE)["summary"], "skipped": True}
+    stage = ws.start_stage(STAGE, stage_config, inputs)
+    if (last := stage.skip(force)) is not None:
+        return last
 
-    t0 = time.perf_counter()
     tables = {name: ws.table(name) for name in COHORT}
     knn = {kind: _knn(ws, kind, tables) for kind in KNN if ws.path(KNN[kind][0]).exists()}
     if server:
@@ -71,9 +70,7 @@ def run(workspace: str | Path | Workspace, config: dict[str, Any] | None = None,
             summary = load(store, tables, knn)
         outputs = [ws.relative(folder)]
     summary = {"backend": "neo4j" if server else "embedded", **summary}
-    ws.record_stage(STAGE, config=stage_config, inputs=inputs, outputs=outputs,
-                    seconds=time.perf_counter() - t0, summary=summary)
-    return {**summary, "skipped": False}
+    return stage.finish(outputs, summary)
 
 
 def load(store: GraphStore, tables: dict[str, pd.DataFrame],

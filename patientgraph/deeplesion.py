@@ -25,7 +25,7 @@ from patientgraph import ingest
 from patientgraph.errors import InputError
 from patientgraph.schema import Source
 from patientgraph.validate import fail_rows
-from patientgraph.workspace import Workspace, fingerprint, listing_sha256
+from patientgraph.workspace import INGEST, Workspace, listing_sha256
 
 COLUMNS = (
     "File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_index",
@@ -402,7 +402,7 @@ def ingest_deeplesion(
     the input an :class:`InputError` is raised and the workspace is left as it was.
     """
     started = time.perf_counter()
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     info, images = Path(info), Path(images)
     if not info.exists():
         raise InputError(info, "the file does not exist", "point --info at DL_info.csv")
@@ -416,8 +416,9 @@ def ingest_deeplesion(
     inputs = ingest.input_hashes(paths)
     patients, studies_t, lesions, lesion_source = read_dl_info(info)
     inputs["images"] = listing_sha256(images, lesions["image_ref"])
-    if not force and ws.is_current("ingest", fingerprint(config, inputs)):
-        return {**ws.stage_record("ingest")["summary"], "skipped": True}
+    stage = ws.start_stage(INGEST, config, inputs, started)
+    if (last := stage.skip(force)) is not None:
+        return last
 
     check_images(lesions, images, info, progress=progress)
     tables = {"patients": patients, "studies": studies_t, "lesions": lesions}
@@ -430,9 +431,7 @@ def ingest_deeplesion(
                                               time_col=time_col, event_col=event_col)
     tables.update(extra)
     sources.update(extra_sources)
-    summary = ingest.commit_cohort(ws, tables, sources, config=config, inputs=inputs,
-                                   started=started)
-    return {**summary, "skipped": False}
+    return ingest.commit_cohort(stage, tables, sources)
 
 
 def _attach_days(studies: pd.DataFrame, days: pd.DataFrame, source: Source) -> pd.DataFrame:

@@ -12,7 +12,6 @@ paths identify patients), only column names, which the user wrote in the header.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from patientgraph.atomic import atomic_dir
 from patientgraph.errors import InputError
 from patientgraph.schema import TABLES, Source, empty_table, validate_cohort
 from patientgraph.validate import fail_rows
-from patientgraph.workspace import COHORT_DIR, Workspace, file_sha256, fingerprint
+from patientgraph.workspace import COHORT_DIR, INGEST, StageRun, file_sha256
 
 KEY_COLUMNS = ("Patient_index", "patient_id")
 # A column in which at least this share of the non-missing values are numbers, but not all,
@@ -240,35 +239,22 @@ def input_hashes(paths: Mapping[str, str | Path | None]) -> dict[str, str]:
     return {role: file_sha256(p) for role, p in paths.items() if p is not None}
 
 
-def commit_cohort(
-    workspace: Workspace,
-    tables: Mapping[str, pd.DataFrame],
-    sources: Mapping[str, Source],
-    *,
-    config: Mapping[str, Any],
-    inputs: Mapping[str, str],
-    started: float,
-) -> dict[str, Any]:
-    """Validate the five tables together and swap them into ``W/cohort`` atomically."""
+def commit_cohort(stage: StageRun, tables: Mapping[str, pd.DataFrame],
+                  sources: Mapping[str, Source]) -> dict[str, Any]:
+    """Validate the five tables together, swap them into ``W/cohort`` atomically and record
+    the ingest; returns its summary."""
     tables = dict(tables)
     for name in ("records", "outcomes"):
         if tables.get(name) is None:
             tables[name] = empty_table(name)
     valid = validate_cohort(tables, sources)
-    workspace.begin_stage("ingest")
+    workspace = stage.ws
+    workspace.begin_stage(INGEST)
     with atomic_dir(workspace.path(COHORT_DIR)) as tmp:
         for name in TABLES:
             valid[name].reset_index(drop=True).to_parquet(tmp / f"{name}.parquet", index=False)
-    summary = cohort_summary(valid)
-    workspace.record_stage(
-        "ingest",
-        config=config,
-        inputs=inputs,
-        outputs=[f"{COHORT_DIR}/{name}.parquet" for name in TABLES],
-        seconds=time.perf_counter() - started,
-        summary=summary,
-    )
-    return summary
+    return stage.finish([f"{COHORT_DIR}/{name}.parquet" for name in TABLES],
+                        cohort_summary(valid))
 
 
 def cohort_summary(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
@@ -289,7 +275,6 @@ def cohort_summary(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
 
 __all__ = [
     "commit_cohort",
-    "fingerprint",
     "input_hashes",
     "read_outcomes",
     "read_records",

@@ -76,7 +76,7 @@ def _label(draw: ImageDraw.ImageDraw, text: str, x1: float, y1: float, y2: float
 
 def render_lesion(workspace: str | Path | Workspace, lesion_id: str, out: str | Path,
                   **kw) -> Path:
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     img = lesion_image(ws, lesion_id, **kw)
     with atomic_path(out, suffix=".png") as tmp:
         img.save(tmp, format="PNG")

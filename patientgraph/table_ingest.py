@@ -44,7 +44,7 @@ from patientgraph import ingest
 from patientgraph.errors import InputError
 from patientgraph.schema import Source
 from patientgraph.validate import fail_rows
-from patientgraph.workspace import Workspace, fingerprint, listing_sha256
+from patientgraph.workspace import INGEST, Workspace, listing_sha256
 
 REQUIRED = ("lesion_id", "patient_id", "study_id", "image", "x", "y", "z")
 DEFAULT_BOX_MM = 20.0
@@ -280,7 +280,7 @@ def ingest_table(
 ) -> dict[str, Any]:
     """Ingest a lesions table pointing at NIfTI / DICOM volumes into ``workspace``."""
     started = time.perf_counter()
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     lesions = Path(lesions)
     config = {"adapter": "table", "image_root": None, "time_col": time_col,
               "event_col": event_col}
@@ -290,8 +290,9 @@ def ingest_table(
     files = [str(p) for ref in lesion_t["image_ref"].unique()
              for p in ([ref] if Path(ref).is_file() else sorted(Path(ref).iterdir()))]
     inputs["images"] = listing_sha256("/", files)
-    if not force and ws.is_current("ingest", fingerprint(config, inputs)):
-        return {**ws.stage_record("ingest")["summary"], "skipped": True}
+    stage = ws.start_stage(INGEST, config, inputs, started)
+    if (last := stage.skip(force)) is not None:
+        return last
     tables = {"patients": patients, "studies": studies, "lesions": lesion_t}
     table_source = Source(str(lesions))
     sources = {"patients": table_source, "studies": table_source, "lesions": source}
@@ -299,6 +300,4 @@ def ingest_table(
                                               time_col=time_col, event_col=event_col)
     tables.update(extra)
     sources.update(extra_sources)
-    summary = ingest.commit_cohort(ws, tables, sources, config=config, inputs=inputs,
-                                   started=started)
-    return {**summary, "skipped": False}
+    return ingest.commit_cohort(stage, tables, sources)

@@ -13,6 +13,11 @@ the next run redoes. A stage that changes another stage's output in place (the d
 stage writing into the graph) marks that record pending first
 (:meth:`Workspace.mark_pending`) and re-hashes it after (:meth:`Workspace.refresh_outputs`).
 
+Every stage runs the same way (:class:`StageRun`, from :meth:`Workspace.start_stage`): work
+out its config and input hashes, return the last summary when it is current
+(:meth:`StageRun.skip`), compute, ``begin_stage``, write, then :meth:`StageRun.finish`
+records it.
+
 Serialisation: ``ingest`` and ``run`` hold the workspace lock (:meth:`Workspace.lock`, an
 ``flock`` on ``W/.lock``); a second writer is refused with an :class:`InputError`. Readers
 (the explorer, ``similar``) take no lock and change no file.
@@ -28,8 +33,9 @@ import importlib.metadata
 import json
 import os
 import platform
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -132,15 +138,53 @@ def holding_lock(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(workspace: str | Path | Workspace, *args: Any, **kwargs: Any) -> Any:
-        ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        ws = Workspace.of(workspace)
         with ws.lock():
             return fn(ws, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
 
+@dataclass
+class StageRun:
+    """One run of a stage: what it was given (config, input hashes) and when it started.
+
+    >>> stage = ws.start_stage("index", cfg, inputs)
+    >>> if (last := stage.skip(force)) is not None:
+    ...     return last                      # current: the last summary, skipped=True
+    >>> ...                                  # compute; ws.begin_stage("index"); write
+    >>> return stage.finish(outputs=["index"], summary=summary)
+    """
+
+    ws: Workspace
+    name: str
+    config: Mapping[str, Any]
+    inputs: Mapping[str, str]
+    started: float = field(default_factory=time.perf_counter)
+
+    def skip(self, force: bool = False) -> dict[str, Any] | None:
+        """The last run's summary with ``skipped=True`` when the stage is current (same
+        config and inputs, outputs untouched) and not forced; else None (run it)."""
+        if force or not self.ws.is_current(self.name, fingerprint(self.config, self.inputs)):
+            return None
+        return {**self.ws.stage_record(self.name)["summary"], "skipped": True}
+
+    def finish(self, outputs: Iterable[str], summary: Mapping[str, Any]) -> dict[str, Any]:
+        """Record the stage (after its last output is written); returns the summary with
+        ``skipped=False``."""
+        self.ws.record_stage(self.name, config=self.config, inputs=self.inputs,
+                             outputs=outputs, seconds=time.perf_counter() - self.started,
+                             summary=summary)
+        return {**summary, "skipped": False}
+
+
 class Workspace:
     """A pipeline workspace folder (it need not exist yet)."""
+
+    @classmethod
+    def of(cls, workspace: str | Path | Workspace) -> Workspace:
+        """``workspace`` itself if it is one, else the workspace at that folder."""
+        return workspace if isinstance(workspace, Workspace) else cls(workspace)
 
     def __init__(self, root: str | Path):
         # absolute, so that a path built by ``path()`` names the same file when joined to
@@ -194,6 +238,13 @@ class Workspace:
 
     def stage_record(self, stage: str) -> dict[str, Any] | None:
         return self.manifest().get("stages", {}).get(stage)
+
+    def start_stage(self, stage: str, config: Mapping[str, Any], inputs: Mapping[str, str],
+                    started: float | None = None) -> StageRun:
+        """Start a run of ``stage`` with this config and these input hashes (its clock
+        starts now, or at ``started``, a ``time.perf_counter()`` value)."""
+        return StageRun(self, stage, config, inputs,
+                        time.perf_counter() if started is None else started)
 
     def begin_stage(self, stage: str) -> None:
         """Call before a stage replaces any of its outputs: removes its record, so that a

@@ -10,7 +10,7 @@ import discovery.stage
 import discovery.tracking
 import embed.index_stage
 from patientgraph.errors import InputError
-from patientgraph.options import merge_options, signature_defaults
+from patientgraph.options import env_number, merge_options, signature_defaults
 
 
 def test_merge_options_copies_dict_defaults_and_replaces_given_keys():
@@ -44,3 +44,30 @@ def test_each_option_mapping_names_the_options(config, message):
     with pytest.raises(InputError) as caught:
         config({"kk": 1})
     assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("raw", ["0.05", "-1", "soon", "nan", "inf", "1e9", "5 s"])
+def test_env_number_refuses_what_is_not_a_number_in_range(raw):
+    with pytest.raises(InputError) as err:
+        env_number("PG_LIMIT", 5.0, low=0.1, high=3600, unit="seconds",
+                   environ={"PG_LIMIT": raw})
+    assert "$PG_LIMIT" in str(err.value) and "from 0.1 to 3600" in str(err.value)
+    assert "e.g. 5" in err.value.fix
+
+
+def test_env_number_default_bounds_and_open_low():
+    read = lambda raw, **kw: env_number("PG_LIMIT", 5.0, low=0, high=10, unit="s",  # noqa: E731
+                                        environ={} if raw is None else {"PG_LIMIT": raw}, **kw)
+    assert read(None) == 5.0 and read("  ") == 5.0
+    assert read("0") == 0.0 and read(" 10 ") == 10.0 and read("2.5") == 2.5
+    with pytest.raises(InputError, match="above 0 to 10"):
+        read("0", low_open=True)
+
+
+@pytest.mark.parametrize("raw", ["0", "abc", "nan", "4000"])
+def test_bad_query_timeout_in_the_environment_is_refused(raw):
+    from dashboards.data import QUERY_TIMEOUT_ENV, query_timeout_s
+    with pytest.raises(InputError, match=QUERY_TIMEOUT_ENV):
+        query_timeout_s({QUERY_TIMEOUT_ENV: raw})
+    assert query_timeout_s({QUERY_TIMEOUT_ENV: "2"}) == 2.0
+    assert query_timeout_s({}) == 5.0

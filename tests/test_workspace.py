@@ -53,6 +53,27 @@ def test_manifest_records_and_skips(tmp_path):
     assert not ws.is_current("embed", fingerprint({"dim": 128}, {"lesions": "abc"}))
 
 
+def test_stage_run_skips_only_when_current(tmp_path):
+    ws = Workspace(tmp_path / "w")
+    stage = ws.start_stage("index", {"k": 5}, {"emb": "h1"})
+    assert stage.skip() is None  # never ran
+    ws.path().mkdir()
+    ws.path("out.txt").write_text("x")
+    done = stage.finish(["out.txt"], {"edges": 10})
+    assert done == {"edges": 10, "skipped": False}
+    rec = ws.stage_record("index")
+    assert rec["config"] == {"k": 5} and rec["inputs"] == {"emb": "h1"}
+    assert rec["seconds"] >= 0 and rec["output_hashes"]["out.txt"]
+    assert ws.start_stage("index", {"k": 5}, {"emb": "h1"}).skip() == {"edges": 10,
+                                                                       "skipped": True}
+    assert ws.start_stage("index", {"k": 5}, {"emb": "h1"}).skip(force=True) is None
+    assert ws.start_stage("index", {"k": 6}, {"emb": "h1"}).skip() is None
+    assert ws.start_stage("index", {"k": 5}, {"emb": "h2"}).skip() is None
+    ws.path("out.txt").write_text("changed")
+    assert ws.start_stage("index", {"k": 5}, {"emb": "h1"}).skip() is None
+    assert Workspace.of(ws) is ws and Workspace.of(tmp_path / "w").root == ws.root
+
+
 def test_corrupt_manifest_is_a_clear_error(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(InputError, match="manifest is not valid JSON"):

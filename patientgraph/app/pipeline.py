@@ -82,7 +82,7 @@ def run_pipeline(
         name = sorted(unknown)[0]
         raise InputError(None, f"the config names an unknown stage {name!r}."
                          f"{did_you_mean(name, STAGES)}", f"use stage names {', '.join(STAGES)}")
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws = Workspace.of(workspace)
     if ws.stage_record(INGEST) is None:
         raise InputError(ws.root, "the workspace holds no ingested cohort",
                          "run `patientgraph ingest deeplesion ...` into it first")
