@@ -70,6 +70,7 @@ def test_every_old_truth_key_is_kept_and_the_new_ones_added(truth):
     for p in truth["patients"].values():
         assert OLD_PATIENT_KEYS <= set(p)
         assert p["covariates"]["growth_rate"] == p["growth_rate"]  # the planted covariate
+        assert isinstance(p["base_growth_rate"], float)
         assert isinstance(p["traits"]["treatment_response"], bool)
         for les in p["physical_lesions"].values():
             assert OLD_LESION_KEYS | NEW_LESION_KEYS <= set(les)
@@ -113,6 +114,24 @@ def test_responders_shrink_then_regrow(truth):
             assert not any(les["response"] for les in p["physical_lesions"].values())
 
 
+def test_the_patient_growth_rate_is_the_mean_observed_slope(truth, days):
+    # Least squares of the true log diameter over the study days that show each lesion.
+    checked = 0
+    for pid, p in truth["patients"].items():
+        study_days = sorted(d for (q, _), d in days.items() if q == pid)
+        if len(study_days) != p["n_studies"] or len(study_days) < 2:
+            continue
+        slopes = []
+        for les in p["physical_lesions"].values():
+            seen = [d for d in study_days if d >= les["onset_day"]]
+            if len(seen) >= 2:
+                log_d = np.log([synth.true_long_mm(les, d) for d in seen])
+                slopes.append(np.polyfit(seen, log_d, 1)[0])
+        assert p["growth_rate"] == pytest.approx(np.mean(slopes), rel=1e-6, abs=1e-12)
+        checked += 1
+    assert checked >= 20
+
+
 def test_non_responders_are_log_linear(truth):
     for p in truth["patients"].values():
         for les in p["physical_lesions"].values():
@@ -129,7 +148,7 @@ def test_rates_depend_on_type_and_look_with_the_planted_signs():
     planned = [synth._plan_patient(2, pid, 64) for pid in range(1, 121)]
     rows = [(les, p.truth) for p in planned for les in p.truth["physical_lesions"].values()]
     types = sorted(TYPE_RATE)
-    x = np.array([[*(float(les["true_type"] == t) for t in types), p["growth_rate"],
+    x = np.array([[*(float(les["true_type"] == t) for t in types), p["base_growth_rate"],
                    p["covariates"]["ecog"], float(les["spiculated"]), float(les["necrotic"])]
                   for les, p in rows])
     y = np.array([les["rate"] for les, _ in rows])

@@ -9,7 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from patientgraph.synth.anatomy import _Body, _Frame, _sample_body
-from patientgraph.synth.dynamics import _reader_factors, _sample_dynamics, true_long_mm
+from patientgraph.synth.dynamics import (
+    _observed_slope,
+    _reader_factors,
+    _sample_dynamics,
+    true_long_mm,
+)
 from patientgraph.synth.lesions import _Lesion, _LesionView, _sample_lesions
 from patientgraph.synth.params import (
     _ANATOMY,
@@ -115,10 +120,11 @@ def _plan_patient(seed: int, pid: int, image_size: int) -> _Patient:
         studies.append(study)
     first = [r["_long_mm"] for r in studies[0].rows]
     covariates["lesion_burden"] = math.log(sum(first))
-    covariates["growth_rate"] = growth
+    covariates["growth_rate"] = _observed_slope(lesions, days)
     outcome, eta = _outcome(rng, covariates)
     truth = {
-        "primary_type": primary, "growth_rate": growth, "sex": "M" if male else "F",
+        "primary_type": primary, "growth_rate": covariates["growth_rate"],
+        "base_growth_rate": growth, "sex": "M" if male else "F",
         "age": round(age, 1), "split": split, "n_studies": len(studies),
         "traits": traits, "covariates": covariates, "linear_predictor": eta,
         "physical_lesions": {

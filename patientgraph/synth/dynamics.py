@@ -7,13 +7,13 @@ lesion depends on what it is, on its patient and on chance:
 
 ``rate = growth_p + TYPE_RATE[type] + SPICULATED_RATE * spiculated + NECROTIC_RATE * necrotic
 + ECOG_RATE * (ecog - ECOG_CENTRE) + e``, per day, in log(long diameter), where ``growth_p``
-is the patient's base rate (normal, GROWTH_MEAN, GROWTH_SD: the planted ``growth_rate``
-survival covariate, unchanged), ``e`` the random lesion effect (normal, 0, GROWTH_LESION_SD),
+is the patient's base rate (normal, GROWTH_MEAN, GROWTH_SD, drawn as before these dynamics),
+``e`` the random lesion effect (normal, 0, GROWTH_LESION_SD),
 ``spiculated`` the look's spiculated margin and ``necrotic`` a necrotic or cavitated core (a
 heterogeneous lesion). ECOG is the patient's true ECOG, also when records.csv misses it.
 Spiculated and necrotic lesions grow faster (infiltrative growth, a tumour that outgrew its
 blood supply); the type offsets are small next to GROWTH_SD so the patient stays the main
-source of growth, as the survival model assumes.
+source of growth.
 
 A share of patients respond to treatment (RESPONSE_P, lower with ECOG 2-3): each of their
 lesions present at the first study shrinks by a lesion-specific depth (RESPONSE_DEPTH: 30-60%
@@ -31,8 +31,11 @@ does not respond (a new lesion is progression).
 ``truth.json`` gives each physical lesion these parameters: ``rate`` (the lesion's base rate,
 also its ``growth_rate``), ``spiculated`` and ``necrotic``, ``onset_day``, ``response``,
 ``nadir_day`` (days after onset; 0 without response), ``shrink_rate``, ``regrow_rate`` and
-``noise_sd``; the patient's ``growth_rate`` stays its base rate and its ``traits`` say whether
-it responds (``treatment_response``).
+``noise_sd``. A patient's ``growth_rate``, the planted survival covariate, is what tracking its
+lesions measures: the mean over its lesions of the true slope across the studies that show
+them (:func:`_observed_slope`), standardised by GROWTH_SLOPE_CENTRE and GROWTH_SLOPE_SD so that its
+effect per sd is as strong as before; ``base_growth_rate`` is ``growth_p``, and ``traits``
+say whether the patient responds (``treatment_response``).
 
 The images show the true size; the recorded diameters in DL_info.csv are a reader's, the true
 ones times ``exp(N(0, READER_LOG_SD))`` for each axis (about 8%: the inter-reader variation of
@@ -81,9 +84,8 @@ def true_long_mm(params: dict, day: float) -> float:
     if t < 0:
         return 0.0
     nadir = params["nadir_day"]
-    log_d = (math.log(params["long_mm_day0"]) + params["shrink_rate"] * min(t, nadir)
-             + params["regrow_rate"] * max(t - nadir, 0.0))
-    return min(math.exp(log_d), MAX_LONG_MM)
+    log_change = params["shrink_rate"] * min(t, nadir) + params["regrow_rate"] * max(t - nadir, 0.0)
+    return min(params["long_mm_day0"] * math.exp(log_change), MAX_LONG_MM)  # exact at onset
 
 
 def _sample_dynamics(seed: int, pid: int, lesions: list, days, growth: float,
@@ -115,6 +117,26 @@ def _sample_dynamics(seed: int, pid: int, lesions: list, days, growth: float,
             "noise_sd": READER_LOG_SD,
         }
     return responder
+
+
+def _observed_slope(lesions: list, days) -> float:
+    """The patient's growth rate as its studies can show it: the mean, over its lesions
+    present at two or more of its studies, of the least-squares slope of the true
+    log(long diameter) on those study days. Without such a lesion (one study, or only new
+    lesions seen once), the mean slope of its lesions on their first day.
+
+    This is the planted ``growth_rate``: what tracking the patient's lesions estimates from
+    their measurements, whatever their dynamics."""
+    slopes, first = [], []
+    for les in lesions:
+        params = {**les.dynamics, "long_mm_day0": les.long0_mm}
+        onset = les.dynamics["onset_day"]
+        seen = np.array([d for d in days if d >= onset], float)
+        if len(seen) >= 2:
+            log_d = np.log([true_long_mm(params, d) for d in seen])
+            slopes.append(float(np.polyfit(seen, log_d, 1)[0]))
+        first.append(math.log(true_long_mm(params, onset + 1) / true_long_mm(params, onset)))
+    return float(np.mean(slopes if slopes else first))
 
 
 def _params() -> dict:

@@ -78,6 +78,10 @@ or more studies: for the others and for progressing patients (base rate above
 GROWTH_MEAN + GROWTH_SD / 2)."""
 READER_LOG_SD = 0.08
 """Reader (RECIST) error: the recorded diameters are the true ones times exp(N(0, sd))."""
+GROWTH_SLOPE_CENTRE, GROWTH_SLOPE_SD = 0.0003, 0.0032
+"""Mean and sd of the patients' mean observed slope (the ``growth_rate`` covariate) under
+these dynamics, so that its survival effect keeps its strength per sd: the type, look and
+ECOG terms move it up, responders add a tail of shrinking patients."""
 
 # Tissue labels painted alongside HU; lesion sites are sampled from them.
 AIR, FAT, MUSCLE, BONE, LUNG, MEDIAST, HEART, LIVER = range(8)
@@ -190,8 +194,9 @@ SURVIVAL = {
 EFFECTS = [
     ("lesion_burden", "imaging", "log(sum of long diameters, mm, of the lesions measured at "
      "the first study)", 0.55, 4.07, 0.62),
-    ("growth_rate", "imaging", "per-patient mean slope of log(long diameter) per day",
-     0.55, GROWTH_MEAN, GROWTH_SD),
+    ("growth_rate", "imaging", "per-patient mean slope of log(long diameter) per day (true "
+     "sizes, least squares over the studies that show each lesion)", 0.55, GROWTH_SLOPE_CENTRE,
+     GROWTH_SLOPE_SD),
     ("liver_primary", "imaging", "primary tumour type is liver (4): most of the patient's "
      "lesions are liver lesions (a lesion-type cluster)", math.log(2.5), 0.0, 1.0),
     ("ldh", "record", "log(ldh)", 0.5, math.log(220.0), 0.4),
