@@ -118,7 +118,7 @@ def _plan_patient(seed: int, pid: int, image_size: int) -> _Patient:
             row["Train_Val_Test"] = split
             _label_row(rng, row, split, lesion_truth)
         studies.append(study)
-    first = [r["_long_mm"] for r in studies[0].rows]
+    first = [r["_recorded_long_mm"] for r in studies[0].rows]  # the burden as read
     covariates["lesion_burden"] = math.log(sum(first))
     covariates["growth_rate"] = _observed_slope(lesions, days)
     outcome, eta = _outcome(rng, covariates)
@@ -224,6 +224,7 @@ def _measure(rng, reader, pid, si, series, interval, frame, view, key, z_key, lo
         "Image_size": f"{size}, {size}",
         "DICOM_windows": _window(rng, les),
         "_lesion": les.index, "_type": les.true_type, "_long_mm": long_mm,
+        "_recorded_long_mm": long_px * frame.spacing,
         "_short_mm": long_mm * les.short_unit / les.long_unit,
     }
 

@@ -193,7 +193,7 @@ SURVIVAL = {
 # (name, kind, definition, log HR per SD (or per unit for binaries), centre, sd)
 EFFECTS = [
     ("lesion_burden", "imaging", "log(sum of long diameters, mm, of the lesions measured at "
-     "the first study)", 0.55, 4.07, 0.62),
+     "the first study, as recorded)", 0.55, 4.07, 0.62),
     ("growth_rate", "imaging", "per-patient mean slope of log(long diameter) per day (true "
      "sizes, least squares over the studies that show each lesion)", 0.55, GROWTH_SLOPE_CENTRE,
      GROWTH_SLOPE_SD),
