@@ -17,8 +17,9 @@ Four methods side by side, all on ``log(long_mm)`` against the day:
   from its residual spread, the own slope's from the measurement noise and the time span).
 
 Neighbours come only from training patients, and never from the patient being forecast.
-Intervals are split conformal on held-out calibration patients, per horizon bucket and
-history class (1 vs >= 2 measured days), on absolute log residuals.
+Intervals are split conformal on held-out calibration patients (each one's last study
+forecast from the earlier ones), per horizon bucket and history class (1, 2, >= 3 measured
+days; a cell with under 30 residuals takes its bucket's), on absolute log residuals.
 """
 
 from __future__ import annotations
@@ -92,7 +93,11 @@ def _embedding_lookup(frame, name: str, key: str) -> tuple[pd.Index, np.ndarray]
 def history_stats(tracks: pd.DataFrame) -> pd.DataFrame:
     """Per track (checked tracks): n, n_days, tbar, ybar, sxx, sxy, slope, last day/size/lesion."""
     g = tracks.groupby("track_id", sort=True)
+    # one forecast's tracks: the patient's, or with pseudo-origins the patient's at one origin
+    group = tracks["patient_id"] if "origin" not in tracks.columns else (
+        tracks["patient_id"] + "@" + tracks["origin"].astype(str))
     out = pd.DataFrame({"patient_id": g["patient_id"].first(), "n": g.size(),
+                        "group": group.groupby(tracks["track_id"], sort=True).first(),
                         "n_days": g["day"].nunique(), "tbar": g["day"].mean(),
                         "ybar": g["y"].mean(), "first_day": g["day"].min(),
                         "first_y": g["y"].first(), "last_day": g["day"].max(),
@@ -104,6 +109,13 @@ def history_stats(tracks: pd.DataFrame) -> pd.DataFrame:
     out = out.join(sums)
     ok = (out["n_days"] >= 2) & (out["sxx"] > 0)
     out["slope"] = (out["sxy"] / out["sxx"].where(ok)).astype(float)
+    # the last segment: from the mean of the last-but-one measured day to that of the last
+    per_day = tracks.groupby(["track_id", "day"], sort=True)["y"].mean().reset_index()
+    last2 = per_day.groupby("track_id").tail(2)
+    g2 = last2.groupby("track_id")
+    rise = g2["y"].last() - g2["y"].first()
+    run = g2["day"].last() - g2["day"].first()
+    out["seg_slope"] = (rise / run.where(run > 0)).reindex(out.index).astype(float)
     return out
 
 
@@ -138,7 +150,7 @@ def pseudo_origins(tracks: pd.DataFrame, every: bool = True) -> tuple[pd.DataFra
     targets = targets[targets["case"].isin(set(hist["case"]))]
     hist = hist.assign(track_id=hist["case"])
     targets = targets[["case", "track_id", "patient_id", "day", "y", "long_mm"]]
-    return hist.drop(columns=["case", "origin"]), targets.reset_index(drop=True)
+    return hist.drop(columns=["case"]), targets.reset_index(drop=True)
 
 
 # -- conformal -------------------------------------------------------------------------------------
@@ -283,6 +295,10 @@ class GrowthForecaster:
         Share of the patients with follow-up held out for the conformal calibration.
     buckets:
         Horizon bucket bounds (days ahead) of the calibration.
+    size_power:
+        ``similarity`` only: the prior's fit weighs each training forecast by (size x days
+        ahead) ** size_power (1 would follow errors in mm, which grow with both; in our
+        backtests on training patients 0 did as well).
     seed:
         The calibration split and the random-neighbour ablation.
     """
@@ -291,7 +307,7 @@ class GrowthForecaster:
                  neighbours: str = "knn", siblings: bool = True, k_lesions: int = 20,
                  k_patients: int = 10, temperature: float = 0.05,
                  calibration_fraction: float = 0.25, buckets: Sequence[float] = BUCKETS,
-                 seed: int = 0):
+                 size_power: float = 0.0, seed: int = 0):
         if method not in METHODS:
             raise InputError(None, f"unknown forecast method {method!r}",
                              f"use one of {', '.join(METHODS)}")
@@ -308,6 +324,7 @@ class GrowthForecaster:
         self.siblings, self.k_lesions, self.k_patients = bool(siblings), k_lesions, k_patients
         self.temperature, self.seed = float(temperature), int(seed)
         self.calibration_fraction = float(calibration_fraction)
+        self.size_power = float(size_power)
         self.buckets = tuple(float(b) for b in buckets)
 
     def __repr__(self) -> str:
@@ -354,7 +371,9 @@ class GrowthForecaster:
         train = rows[~rows["patient_id"].isin(cal)]
         self.train_patients_ = np.array(sorted(set(train["patient_id"])))
         self._fit_core(train)
-        hist, targets = pseudo_origins(rows[rows["patient_id"].isin(cal)], every=True)
+        # the calibration forecasts are those the backtest and the stage make: each patient's
+        # full history to its next study (exchangeable with them, as the guarantee needs)
+        hist, targets = pseudo_origins(rows[rows["patient_id"].isin(cal)], every=False)
         pred = self._predict_core(hist, pd.DataFrame({"track_id": targets["case"],
                                                       "target_day": targets["day"]}))
         self.quantiles_ = self._calibrate(pred, targets["y"].to_numpy())
@@ -362,6 +381,8 @@ class GrowthForecaster:
 
     def _fit_core(self, train: pd.DataFrame) -> None:
         stats = history_stats(train)
+        # lesions stop growing somewhere: no forecast beyond what the training cohort shows
+        self.max_y_ = float(np.quantile(train["y"], 0.999))
         self.noise_var_ = noise_variance(stats)
         if self.method == "mixed":
             design = track_design(stats, self.lesions_, self.records_)
@@ -377,9 +398,11 @@ class GrowthForecaster:
         slope = (targets["y"].to_numpy() - hstats["last_y"].to_numpy()[tpos]) / dt
         x = feats.to_numpy()[tpos]
         noise = 2 * self.noise_var_ / dt ** 2
+        # an error in mm grows with the size: larger lesions count for more in the fit
+        size = np.exp(hstats["last_y"].to_numpy()[tpos]) * dt
         w = 1.0 / (np.var(slope) + noise)
         for _ in range(3):  # weights from the prior variance, which the fit gives
-            coef = _ridge(x, slope, w)
+            coef = _ridge(x, slope, w * size ** self.size_power)
             resid = slope - x @ coef
             tau2 = max(float(np.average(resid ** 2 - noise, weights=w)), 1e-4)
             w = 1.0 / (tau2 + noise)
@@ -388,7 +411,7 @@ class GrowthForecaster:
         prior = feats.to_numpy() @ coef
         mask = hstats["n_days"].to_numpy()[tpos] >= 2
         best = None
-        for kappa in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0):
+        for kappa in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0):
             self.kappa_ = kappa
             yhat = _line(hstats, self._combine(hstats, prior), tpos, targets["day"])
             err = float(np.mean(np.abs(np.exp(yhat) - targets["long_mm"].to_numpy())[mask])
@@ -460,14 +483,23 @@ class GrowthForecaster:
                 vec = vectors[np.maximum(pos, 0)]
                 feats["patient_nb"] = self._neighbour_mean(self.patient_pool_, vec, pos >= 0,
                                                            patient, self.k_patients)
+        seg = hstats["seg_slope"].to_numpy(float) * _SLOPE_SCALE
+        has = np.isfinite(seg)
+        # how long the patient has been followed (a responder's shrinkage ends) and the size
+        day = hstats["last_day"].to_numpy(float) / _SLOPE_SCALE
+        feats["day"] = day
+        feats["size"] = hstats["last_y"].to_numpy(float) - 3.0
         if self.siblings:
-            own = hstats["slope"].to_numpy(float) * _SLOPE_SCALE
-            has = np.isfinite(own)
-            by = pd.DataFrame({"p": patient, "s": np.where(has, own, 0.0), "n": has * 1.0})
+            # the patient's other tracks' last segments (the track's own stays out of the
+            # prior: it enters through the shrinkage); their shrinkage may turn to regrowth
+            by = pd.DataFrame({"p": hstats["group"].to_numpy(), "s": np.where(has, seg, 0.0),
+                               "n": has * 1.0})
             tot = by.groupby("p")[["s", "n"]].transform("sum").to_numpy()
             n_other = tot[:, 1] - has
-            feats["siblings"] = np.where(n_other > 0, (tot[:, 0] - np.nan_to_num(own) * has)
-                                         / np.maximum(n_other, 1), 0.0)
+            sib = np.where(n_other > 0, (tot[:, 0] - np.where(has, seg, 0.0))
+                           / np.maximum(n_other, 1), 0.0)
+            feats["siblings_up"], feats["siblings_down"] = np.maximum(sib, 0), np.minimum(sib, 0)
+            feats["siblings_down_day"] = feats["siblings_down"] * day
             feats["has_siblings"] = (n_other > 0) * 1.0
         return feats
 
@@ -514,6 +546,7 @@ class GrowthForecaster:
         else:
             prior = self._features(hstats, rows)[self.feature_names_].to_numpy() @ self.coef_
             yhat = _line(hstats, self._combine(hstats, prior), tpos, day)
+        yhat = np.minimum(yhat, np.maximum(self.max_y_, hstats["last_y"].to_numpy()[tpos]))
         return pd.DataFrame({
             "track_id": targets["track_id"].to_numpy(),
             "lesion_id": hstats["lesion_id"].to_numpy()[tpos],
@@ -525,13 +558,13 @@ class GrowthForecaster:
         """Conformal half-widths (log scale) per horizon bucket and history class."""
         score = np.abs(y - pred["yhat"].to_numpy())
         bucket = horizon_bucket(pred["target_day"] - pred["last_day"], self.buckets)
-        hist = (pred["n_days"].to_numpy() >= 2) * 1
+        hist = _history_class(pred["n_days"].to_numpy())
         rows = []
         overall = conformal_quantile(score, self.coverage)
         for b in range(len(self.buckets) + 1):
             pooled = conformal_quantile(score[bucket == b], self.coverage) \
                 if (bucket == b).sum() >= _MIN_BUCKET else overall
-            for h in (0, 1):
+            for h in (1, 2, 3):
                 sel = (bucket == b) & (hist == h)
                 q = conformal_quantile(score[sel], self.coverage) \
                     if sel.sum() >= _MIN_BUCKET else pooled
@@ -559,13 +592,18 @@ class GrowthForecaster:
         bucket = horizon_bucket(pred["target_day"] - pred["last_day"], self.buckets)
         q = self.quantiles_.set_index(["bucket", "history"])["q"]
         half = q.reindex(pd.MultiIndex.from_arrays(
-            [bucket, (pred["n_days"].to_numpy() >= 2) * 1])).to_numpy()
+            [bucket, _history_class(pred["n_days"].to_numpy())])).to_numpy()
         y = pred.pop("yhat").to_numpy()
         pred["long_mm"] = np.exp(y)
         pred["long_mm_lo"] = np.exp(y - half)
         pred["long_mm_hi"] = np.exp(y + half)
         pred["method"] = self.label
         return pred[FORECAST_COLUMNS + ["n_days"]]
+
+
+def _history_class(n_days: np.ndarray) -> np.ndarray:
+    """1, 2 or 3 (three or more) measured days of history: the calibration's classes."""
+    return np.minimum(np.asarray(n_days, int), 3)
 
 
 def _line(hstats: pd.DataFrame, slope: np.ndarray, tpos: np.ndarray, day) -> np.ndarray:
@@ -813,3 +851,11 @@ def backtest(tracks: pd.DataFrame, lesions: pd.DataFrame | None,
     cov = errors.groupby(["method", "bucket"], sort=False).agg(
         n=("covered", "size"), coverage=("covered", "mean")).reset_index()
     return {"errors": errors, "mae": mae, "coverage": cov, "categories": pd.DataFrame(cats)}
+
+
+def forecast_targets(tracks: pd.DataFrame, horizons: Sequence[float] = (90, 180),
+                     next_days=None) -> pd.DataFrame:
+    """The (track_id, target_day) pairs :func:`forecast_tracks` forecasts: each track at its
+    patient's next study day after the track's last (where ``next_days`` gives one) and at
+    last_day + each horizon. For a fitted model's ``predict``."""
+    return _targets(check_tracks(tracks), horizons, next_days)

@@ -124,10 +124,10 @@ def test_similarity_falls_back_without_other_patients_follow_up(small):
 def test_shrinkage_moves_toward_own_slope_with_more_history(small):
     tracks, le, pe = small
     model = GrowthForecaster(siblings=False).fit(tracks, None, le, pe)
-    rate = 0.004  # far above any prior in the cohort
+    rate = 0.003  # far above any prior in the cohort
     gaps = []
     for n in (2, 3, 5, 8):
-        days = np.arange(n) * 60.0
+        days = np.arange(n) * 30.0
         new = line_track("Z", days, 20 * np.exp(rate * days))
         last = days[-1]
         p = model.predict(pd.DataFrame({"track_id": ["Z_T1"], "target_day": [last + 100]}),
@@ -143,8 +143,9 @@ def test_one_measurement_grows_at_the_prior_rate(small):
     model = GrowthForecaster(siblings=False).fit(tracks, None, le, pe)
     new = line_track("Z", [0.0], [20.0])
     p = model.predict(pd.DataFrame({"track_id": ["Z_T1"], "target_day": [100.0]}), tracks=new)
-    prior = model.pool_mean_ * model.coef_[1:].sum() + model.coef_[0]  # all features: pool mean
-    assert p["long_mm"].iloc[0] == pytest.approx(20 * np.exp(prior), rel=1e-6)
+    rows = check_tracks(new)
+    prior = model._features(history_stats(rows), rows).to_numpy() @ model.coef_  # per 100 days
+    assert p["long_mm"].iloc[0] == pytest.approx(20 * np.exp(prior[0]), rel=1e-6)
 
 
 def test_conformal_quantile_coverage_near_nominal():
@@ -158,12 +159,12 @@ def test_conformal_quantile_coverage_near_nominal():
 
 
 def test_backtest_coverage_on_known_noise():
-    tracks, le, pe = cohort(n_patients=400, noise=0.1, seed=3)
+    tracks, le, pe = cohort(n_patients=800, noise=0.1, seed=3)
     res = backtest(tracks, None, le, pe, methods={"similarity": {"method": "similarity"},
                                                   "carry_forward": {"method": "carry_forward"}})
     errors = res["errors"]
     for method, e in errors.groupby("method"):
-        assert e["covered"].mean() == pytest.approx(0.8, abs=0.08), method
+        assert e["covered"].mean() == pytest.approx(0.8, abs=0.07), method
     mae = res["mae"].set_index(["method", "history"])["mae"]
     assert mae[("similarity", ">=2")] < mae[("carry_forward", ">=2")]
     assert set(res["categories"].columns) == {"method", "n", "accuracy", "macro_f1"}
