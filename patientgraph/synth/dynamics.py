@@ -40,9 +40,12 @@ say whether the patient responds (``treatment_response``).
 The images show the true size; the recorded diameters in DL_info.csv are a reader's, the true
 ones times ``exp(N(0, READER_LOG_SD))`` for each axis (about 8%: the inter-reader variation of
 RECIST reported for CT), so a forecast is scored against :func:`true_long_mm`, not the table.
+The planted ``lesion_burden`` sums the recorded diameters, as discovery reads them.
 
-Every draw comes from streams keyed by (seed, patient, purpose[, study, lesion]), so the plan
-of everything else is as before and the output does not depend on the number of processes.
+The dynamics and the reader draw from their own streams, keyed by (seed, patient, purpose[,
+study, lesion]), so the output does not depend on the number of processes; the patient's
+record is drawn before its studies (the rates need its ECOG), so a seed gives other images
+and rows than before these dynamics, from the same distributions.
 """
 
 from __future__ import annotations
