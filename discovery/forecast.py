@@ -70,13 +70,17 @@ def _numeric(frame: pd.DataFrame, name: str, col: str, positive: bool = False) -
 
 def check_tracks(tracks: pd.DataFrame, name: str = "discovery/tracks.parquet") -> pd.DataFrame:
     """The tracks as this module uses them (sorted by track and day), or an InputError."""
+    if tracks.attrs.get("forecast_checked") if isinstance(tracks, pd.DataFrame) else False:
+        return tracks  # already checked (rows of a checked table stay checked)
     _check(tracks, name, TRACK_COLUMNS, "give the tracks of discovery.tracking.track_lesions "
            "(track_id, lesion_id, patient_id, day, long_mm)")
     out = pd.DataFrame({c: tracks[c].astype(str).to_numpy() for c in TRACK_COLUMNS[:3]})
     out["day"] = _numeric(tracks, name, "day")
     out["long_mm"] = _numeric(tracks, name, "long_mm", positive=True)
     out["y"] = np.log(out["long_mm"].to_numpy())
-    return out.sort_values(["track_id", "day"], kind="stable", ignore_index=True)
+    out = out.sort_values(["track_id", "day"], kind="stable", ignore_index=True)
+    out.attrs["forecast_checked"] = True
+    return out
 
 
 def _embedding_lookup(frame, name: str, key: str) -> tuple[pd.Index, np.ndarray] | None:
@@ -350,6 +354,7 @@ class GrowthForecaster:
         """
         rows = check_tracks(tracks)
         self.history_ = rows
+        self.patient_rows_ = rows.groupby("patient_id").indices
         self.lesions_ = None if lesions is None else _check(
             lesions, "cohort/lesions.parquet", ("lesion_id",), "give the cohort's lesions table")
         self.records_ = None if records is None else _check(
@@ -744,7 +749,8 @@ def forecast_on_day(model: GrowthForecaster, patient_id: str, day: float) -> Pat
     ``model``); ``day`` must come after the patient's last study."""
     if not hasattr(model, "quantiles_"):
         raise InputError(None, "the forecaster is not fitted", "call fit(...) first")
-    rows = model.history_[model.history_["patient_id"] == str(patient_id)]
+    at = model.patient_rows_.get(str(patient_id))
+    rows = model.history_.iloc[at if at is not None else []]
     if rows.empty:
         raise InputError("discovery/tracks.parquet", "the patient has no lesion tracks",
                          "choose a patient with measured lesions", column="patient_id")
