@@ -1,4 +1,5 @@
-"""Pipeline stage ``discover``: clusters, lesion tracks, the biomarker scan and GNN risk.
+"""Pipeline stage ``discover``: clusters, lesion tracks, growth forecasts, the biomarker scan
+and GNN risk.
 
 Reads the cohort, ``W/embeddings/*.parquet`` and ``W/index/*_knn.parquet``; writes
 ``W/discovery/`` in one atomic swap:
@@ -7,15 +8,22 @@ Reads the cohort, ``W/embeddings/*.parquet`` and ``W/index/*_knn.parquet``; writ
 * ``cluster_summary.parquet``: each cluster's size, type/location/size make-up, exemplars;
 * ``tracks.parquet``: track_id, lesion_id, patient_id, study_id, day, long_mm;
 * ``patient_growth.parquet``: patient_id, growth_rate (log long diameter per day), n_tracks;
+* ``forecasts.parquet``: track_id, lesion_id (the track's last), patient_id, last_day,
+  target_day, long_mm, long_mm_lo, long_mm_hi, method: each track at the patient's next
+  study day where known and at each horizon (90 and 180 days after its last study);
+* ``patient_forecasts.parquet``: patient_id, target_day, sum_long_mm, sum_lo, sum_hi,
+  category (RECIST-style: progression, stable, partial_response);
 * ``candidates.parquet``: the patients x candidates table the scan tested (with outcomes);
 * ``biomarkers.parquet``: candidate, family, hr, ci_low, ci_high, p, q, n, events, ...;
 * ``risk.parquet``: patient_id, risk (GNN), risk_cox (baseline on the same inputs), split;
 * ``risk_explain.parquet``: patient_id, kind (feature/neighbour), name, contribution;
 * ``metrics.json``: C-indices with bootstrap intervals, rows left out and why;
 
-and ``W/models/clusters.pkl`` (assigns new lesions to the clusters without refitting).
+``W/models/clusters.pkl`` (assigns new lesions to the clusters without refitting) and
+``W/models/forecaster.pkl`` (the fitted growth forecaster: ``patientgraph forecast``).
 When the graph stage has run, the results are written back into that graph (Cluster nodes,
-IN_CLUSTER, SAME_LESION, Biomarker nodes, risk on Patient). A rerun is skipped when the
+IN_CLUSTER, SAME_LESION, Biomarker nodes, risk on Patient, forecast_* on each track's last
+Lesion). A rerun is skipped when the
 inputs, the config and the graph load are unchanged.
 
 Crash consistency: the stage's manifest record is removed before its files are replaced,
@@ -34,20 +42,26 @@ from typing import Any
 
 import pandas as pd
 
+from discovery.results import forecaster_code
+from graphdb.schema import FORECAST_HORIZONS
 from patientgraph.atomic import atomic_dir, atomic_path, make_private, write_json
 from patientgraph.errors import InputError
-from patientgraph.options import merge_options
+from patientgraph.options import merge_options, signature_defaults
 from patientgraph.workspace import Workspace, file_sha256, holding_lock
 
 STAGE = "discover"
 OUT_DIR = "discovery"
 MODEL = "models/clusters.pkl"
+FORECASTER = "models/forecaster.pkl"
 COHORT = ("patients", "studies", "lesions", "records", "outcomes")
 EMBEDDINGS = {"lesion_embeddings": "embeddings/lesions.parquet",
               "patient_embeddings": "embeddings/patients.parquet"}
 KNN = {"lesion_knn": "index/lesion_knn.parquet", "patient_knn": "index/patient_knn.parquet"}
-PARTS = ("clusters", "tracking", "scan", "gnn")
+PARTS = ("clusters", "tracking", "forecast", "scan", "gnn")
 DEFAULTS: dict[str, Any] = {part: {} for part in PARTS} | {"graph": None, "write_graph": True}
+
+MIN_FOLLOWED = 4
+"""Patients with more than one study day that the growth forecaster needs."""
 
 Echo = Callable[[str], None]
 
@@ -66,6 +80,7 @@ def run(workspace: str | Path | Workspace, config: Mapping[str, Any] | None = No
     inputs = _input_hashes(ws)
     target = _graph_target(ws, cfg)
     fp_config = {k: v for k, v in cfg.items() if k != "graph"} | {"graph": _shown(target, ws)}
+    fp_config["forecaster_code"] = forecaster_code()  # a pickled model runs only its own code
     stage = ws.start_stage(STAGE, fp_config, inputs)
     if (last := stage.skip(force)) is not None:
         return last
@@ -82,18 +97,21 @@ def run(workspace: str | Path | Workspace, config: Mapping[str, Any] | None = No
         write_json(results["metrics"], tmp / "metrics.json")
     with atomic_path(ws.path(MODEL)) as tmp:
         tmp.write_bytes(pickle.dumps(results["model"]))
+    with atomic_path(ws.path(FORECASTER)) as tmp:
+        tmp.write_bytes(pickle.dumps({"code": forecaster_code(),
+                                      "model": results["forecaster"]}))
     if target is not None:
         t0 = time.perf_counter()
         summary["graph"] = _write_back_recorded(ws, target, fp_config["graph"],
                                                 results["frames"])
         seconds["graph_write"] = round(time.perf_counter() - t0, 3)
     summary["seconds"] = seconds
-    return stage.finish([OUT_DIR, MODEL], summary)
+    return stage.finish([OUT_DIR, MODEL, FORECASTER], summary)
 
 
 def analyse(data: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any],
             say: Echo = lambda _msg: None) -> tuple[dict[str, Any], dict[str, float]]:
-    """The four analyses on in-memory tables (the stage without the workspace around it)."""
+    """The analyses on in-memory tables (the stage without the workspace around it)."""
     from discovery.candidates import build_candidates
     from discovery.clusters import cluster_lesions
     from discovery.gnn import fit_risk
@@ -115,6 +133,8 @@ def analyse(data: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any],
     tracks, _pairs, growth = timed(
         "tracking", track_lesions, data["lesions"], data["studies"],
         data["lesion_embeddings"], dict(cfg["tracking"]))
+    forecaster, forecasts, patient_forecasts, forecast_metrics = timed(
+        "forecast", fit_forecasts, tracks, data, dict(cfg["forecast"]))
     scan_cfg = dict(cfg["scan"])
     n_components = scan_cfg.pop("n_components", 5)
     table, families = build_candidates(
@@ -127,20 +147,71 @@ def analyse(data: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any],
         data["patient_embeddings"], data.get("patient_knn"), dict(cfg["gnn"]))
     frames = {
         "clusters": clusters, "cluster_summary": cluster_summary, "tracks": tracks,
-        "patient_growth": growth, "candidates": table, "biomarkers": scan.results_,
+        "patient_growth": growth, "forecasts": forecasts,
+        "patient_forecasts": patient_forecasts, "candidates": table, "biomarkers": scan.results_,
         "risk": risk, "risk_explain": explain,
     }
-    metrics = {"gnn": gnn_metrics, "scan_excluded": getattr(scan, "excluded_", {})}
-    return {"frames": frames, "metrics": metrics, "model": model}, seconds
+    metrics = {"gnn": gnn_metrics, "scan_excluded": getattr(scan, "excluded_", {}),
+               "forecast": forecast_metrics}
+    return {"frames": frames, "metrics": metrics, "model": model,
+            "forecaster": forecaster}, seconds
+
+
+def fit_forecasts(tracks: pd.DataFrame, data: Mapping[str, pd.DataFrame],
+                  options: Mapping[str, Any]):
+    """Fit the growth forecaster on every patient with follow-up and forecast each track.
+
+    Returns the fitted model (None when fewer than ``MIN_FOLLOWED`` patients have more than
+    one study day: there is nothing to learn growth from), the forecasts, the patient sums
+    and categories, and a metrics dict (the conformal quantiles, or why nothing was fitted).
+    """
+    from discovery.forecast import (
+        FORECAST_COLUMNS,
+        SUMMARY_COLUMNS,
+        GrowthForecaster,
+        forecast_targets,
+        patient_summary,
+    )
+
+    defaults = {"horizons": list(FORECAST_HORIZONS), **signature_defaults(GrowthForecaster)}
+    opts = merge_options(defaults, options,
+                         unknown="unknown forecast option {key!r}", fix="use one of")
+    horizons = _horizons(opts.pop("horizons"))
+    followed = int((tracks.groupby("patient_id")["day"].nunique() >= 2).sum())
+    if followed < MIN_FOLLOWED:
+        empty = (pd.DataFrame(columns=FORECAST_COLUMNS), pd.DataFrame(columns=SUMMARY_COLUMNS))
+        return None, *empty, {"fitted": False, "why": f"{followed} patients have follow-up; "
+                              f"forecasting needs at least {MIN_FOLLOWED}"}
+    model = GrowthForecaster(**opts).fit(
+        tracks, data["lesions"], data["lesion_embeddings"], data["patient_embeddings"],
+        data["records"])
+    forecasts = model.predict(forecast_targets(model.history_, horizons, data["studies"]))
+    forecasts = forecasts[FORECAST_COLUMNS].reset_index(drop=True)
+    summary = patient_summary(forecasts, tracks=model.history_)
+    return model, forecasts, summary, {"fitted": True, "method": model.label,
+                                       "patients_followed": followed,
+                                       "horizons": list(horizons)}
+
+
+def _horizons(value: Any) -> tuple[float, ...]:
+    try:
+        horizons = tuple(float(h) for h in value)
+    except (TypeError, ValueError):
+        horizons = ()
+    if not horizons or not all(0 < h <= 3650 for h in horizons):
+        raise InputError(None, f"forecast horizons must be a list of days from 1 to 3650, got "
+                         f"{value!r}", 'write e.g. {"forecast": {"horizons": [90, 180]}}')
+    return horizons
 
 
 def write_back(target: str, frames: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
-    """Write clusters, tracks, biomarkers and risk into the graph at ``target``."""
+    """Write clusters, tracks, forecasts, biomarkers and risk into the graph at ``target``."""
     from graphdb import open_store
 
     with open_store(target) as store:
         counts: dict[str, Any] = dict(store.write_clusters(frames["clusters"]))
         counts["SAME_LESION"] = store.write_tracks(frames["tracks"])
+        counts["Lesion.forecast"] = store.write_forecasts(frames["forecasts"])
         counts.update(store.write_biomarkers(frames["biomarkers"]))
         counts["Patient.risk"] = store.write_risk(frames["risk"])
     return counts
@@ -175,6 +246,9 @@ def _summary(results: Mapping[str, Any], seconds: Mapping[str, float]) -> dict[s
         "clusters": int(clusters.loc[clusters["cluster"] >= 0, "cluster"].nunique()),
         "noise_fraction": round(float((clusters["cluster"] < 0).mean()), 4),
         "tracks": int(frames["tracks"]["track_id"].nunique()),
+        "forecast_tracks": int(frames["forecasts"]["track_id"].nunique()),
+        **({} if results["metrics"]["forecast"]["fitted"]
+           else {"forecast_why": results["metrics"]["forecast"]["why"]}),
         "candidates": int(biomarkers["candidate"].nunique()),
         "findings_q05": int((q < 0.05).sum()),
         "c_index_gnn": gnn.get("c_index_gnn"),

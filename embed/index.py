@@ -18,7 +18,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pandas as pd
-import torch
 
 from patientgraph.atomic import atomic_path, write_json, write_parquet
 from patientgraph.errors import InputError
@@ -178,7 +177,7 @@ class VectorIndex:
         queries = self.vectors() if queries is None else _as_queries(queries, self.dim)
         if len(queries) != n:
             raise ValueError(f"queries has {len(queries)} rows, the index {n} items")
-        use_cuda = device != "cpu" and torch.cuda.is_available()
+        use_cuda = device != "cpu" and _cuda_available()
         if use_cuda:
             scores, pos = torch_knn(self.vectors(), queries, k + 1, batch_size=batch_size,
                                     progress=progress)
@@ -248,6 +247,14 @@ class VectorIndex:
                    nprobe=meta["nprobe"])
 
 
+def _cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU (torch imported only here: reading an index or
+    searching it on the CPU does not pay torch's import time)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def torch_knn(base: np.ndarray, queries: np.ndarray, k: int, *, batch_size: int = 16_384,
               device: str = "cuda", half: bool | None = None,
               progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -257,6 +264,8 @@ def torch_knn(base: np.ndarray, queries: np.ndarray, k: int, *, batch_size: int 
     then ranks them by float32 scores, so near-ties are ordered as in float32. Returns
     ``(scores, positions)`` like ``faiss.Index.search``.
     """
+    import torch
+
     dev = torch.device(device)
     half = dev.type == "cuda" if half is None else half
     b = torch.from_numpy(np.ascontiguousarray(base)).to(dev)

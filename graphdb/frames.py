@@ -10,7 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from graphdb.schema import BIOMARKER, LESION, PATIENT, STUDY, NodeType
+from graphdb.schema import (
+    BIOMARKER,
+    FORECAST_HORIZONS,
+    LESION,
+    PATIENT,
+    STUDY,
+    NodeType,
+)
 from patientgraph.errors import InputError
 
 KNN_COLUMNS = ("src", "dst", "score", "rank")
@@ -140,6 +147,29 @@ def biomarker_frames(biomarkers: pd.DataFrame) -> dict[str, pd.DataFrame]:
     describes = pd.DataFrame({"src": biomarkers.loc[is_cluster, "candidate"].to_numpy(),
                               "dst": number[is_cluster].astype("int64").to_numpy()})
     return {"biomarkers": nodes, "describes": describes}
+
+
+def forecast_updates(forecasts: pd.DataFrame) -> pd.DataFrame:
+    """``forecasts.parquet`` as Lesion property updates on each track's last lesion: the
+    forecast at the patient's next study day (``forecast_next_*``, the earliest target that
+    is not one of :data:`FORECAST_HORIZONS` days ahead) and at each horizon."""
+    source = "discovery/forecasts.parquet"
+    _require(forecasts, ["lesion_id", "last_day", "target_day", "long_mm", "long_mm_lo",
+                         "long_mm_hi", "method"], source)
+    f = forecasts.assign(ahead=(forecasts["target_day"] - forecasts["last_day"]).round(6))
+    out = pd.DataFrame({"lesion_id": pd.unique(f["lesion_id"])}).set_index("lesion_id")
+    out["forecast_method"] = f.groupby("lesion_id")["method"].first()
+    horizon = f["ahead"].isin([float(h) for h in FORECAST_HORIZONS])
+    whens = [("next", f[~horizon].sort_values("target_day").drop_duplicates("lesion_id"))]
+    whens += [(str(h), f[f["ahead"] == float(h)].drop_duplicates("lesion_id"))
+              for h in FORECAST_HORIZONS]
+    for when, rows in whens:
+        rows = rows.set_index("lesion_id")
+        for what, col in (("mm", "long_mm"), ("lo", "long_mm_lo"), ("hi", "long_mm_hi")):
+            out[f"forecast_{when}_{what}"] = rows[col].reindex(out.index).astype(float)
+        if when == "next":
+            out["forecast_next_day"] = rows["target_day"].reindex(out.index).astype(float)
+    return out.reset_index()
 
 
 def risk_updates(risk: pd.DataFrame) -> pd.DataFrame:

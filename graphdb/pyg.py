@@ -28,6 +28,7 @@ from graphdb.schema import (
     HAS_LESION,
     HAS_STUDY,
     LESION,
+    LESION_OUTPUTS,
     LESION_SIMILAR,
     NUMERIC,
     PATIENT,
@@ -87,7 +88,7 @@ def features(frame: pd.DataFrame, types: Mapping[str, str]) -> tuple[np.ndarray,
 
 
 def _feature_types(node: NodeType, types: Mapping[str, str]) -> dict[str, str]:
-    skip = {node.key, "cluster", *PATIENT_OUTPUTS}
+    skip = {node.key, *LESION_OUTPUTS, *PATIENT_OUTPUTS}
     return {k: t for k, t in types.items() if k not in skip}
 
 

@@ -46,9 +46,18 @@ PATIENT = NodeType("Patient", "patient_id", {
     "patient_id": STRING, "sex": STRING, "age": DOUBLE, "risk": DOUBLE, "risk_cox": DOUBLE,
 })
 STUDY = NodeType("Study", "study_id", {"study_id": STRING, "day": DOUBLE})
+FORECAST_HORIZONS = (90, 180)
+"""Days after a track's last study whose forecasts go onto its last Lesion (with "next")."""
+FORECAST_PROPERTIES: dict[str, str] = {"forecast_method": STRING, "forecast_next_day": DOUBLE} | {
+    f"forecast_{when}_{what}": DOUBLE
+    for when in ("next", *map(str, FORECAST_HORIZONS)) for what in ("mm", "lo", "hi")
+}
+"""Growth forecast on the last Lesion of each track: the long diameter (mm) and its
+interval at the patient's next study day (where known) and at each horizon."""
 LESION = NodeType("Lesion", "lesion_id", {
     "lesion_id": STRING, "coarse_type": INT64, "long_mm": DOUBLE, "short_mm": DOUBLE,
     "loc_x": DOUBLE, "loc_y": DOUBLE, "loc_z": DOUBLE, "cluster": INT64,
+    **FORECAST_PROPERTIES,
 })
 CLUSTER = NodeType("Cluster", "cluster_id", {"cluster_id": INT64, "size": INT64})
 BIOMARKER = NodeType("Biomarker", "candidate", {
@@ -75,8 +84,21 @@ def edge_columns(edge: EdgeType) -> dict[str, str]:
     return {"src": src.properties[src.key], "dst": dst.properties[dst.key], **edge.properties}
 
 
-# Properties that results write onto patients; never used as model inputs (to_pyg).
+# Properties that results write onto patients and lesions; never used as model inputs
+# (to_pyg).
 PATIENT_OUTPUTS = ("risk", "risk_cox")
+LESION_OUTPUTS = ("cluster", *FORECAST_PROPERTIES)
+
+
+def schema_version() -> str:
+    """A short hash of the node and edge types: a graph built under another one is rebuilt."""
+    import hashlib
+    import json
+
+    blob = json.dumps({"nodes": {k: [n.key, n.properties] for k, n in NODES.items()},
+                       "edges": {k: [e.src, e.dst, e.properties] for k, e in EDGES.items()}},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 _BAD_NAME = re.compile(r"[`\x00-\x1f]")
 

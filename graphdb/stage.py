@@ -19,6 +19,7 @@ import pandas as pd
 
 from graphdb import open_store
 from graphdb.embedded import DB_FILE
+from graphdb.schema import schema_version
 from graphdb.store import GraphStore
 from graphdb.target import is_server_uri, redact, resolve_target
 from patientgraph.atomic import atomic_dir, clean_leftovers
@@ -48,6 +49,7 @@ def run(workspace: str | Path | Workspace, config: dict[str, Any] | None = None,
     stage_config = {
         "graph": redact(target) if server else ws.relative(target),
         "database": os.environ.get("NEO4J_DATABASE") if server else None,
+        "schema": schema_version(),  # new node or edge properties: the graph is rebuilt
     }
     stage = ws.start_stage(STAGE, stage_config, inputs)
     if (last := stage.skip(force)) is not None:

@@ -28,6 +28,7 @@ from graphdb.schema import (
     CLUSTER,
     DESCRIBES,
     EDGES,
+    FORECAST_PROPERTIES,
     HAS_LESION,
     HAS_STUDY,
     IN_CLUSTER,
@@ -173,6 +174,15 @@ class GraphStore(abc.ABC):
         self._check_writable()
         updates = frames.risk_updates(risk)
         return self._nodes(PATIENT, updates, _Counter(len(updates), None), create=False)
+
+    def write_forecasts(self, forecasts: pd.DataFrame) -> int:
+        """Replace the growth forecasts (``forecast_*`` on each track's last Lesion) with
+        ``W/discovery/forecasts.parquet``; returns the lesions updated."""
+        self._check_writable()
+        for prop in FORECAST_PROPERTIES:
+            self._execute(cypher.clear_property(LESION, prop, self.dialect))
+        updates = frames.forecast_updates(forecasts)
+        return self._nodes(LESION, updates, _Counter(len(updates), None), create=False)
 
     def clear(self) -> None:
         """Delete every node and edge of the schema's labels; other labels are left alone."""

@@ -32,7 +32,9 @@ def test_signature_defaults_keeps_the_order():
     (lambda c: embed.index_stage._config(c), "unknown option index.kk. Did you mean 'k'? Fix: "
      "choose from k, lesion_factory, patient_factory, ef_search, ef_construction, device."),
     (lambda c: discovery.stage._config(c), "the discover config has an unknown option 'kk'. "
-     "Fix: use clusters, tracking, scan, gnn, graph, write_graph."),
+     "Fix: use clusters, tracking, forecast, scan, gnn, graph, write_graph."),
+    (lambda c: discovery.stage.fit_forecasts(None, None, c), "unknown forecast option 'kk'. "
+     "Fix: use one of horizons, method, coverage, neighbours, "),
     (lambda c: discovery.gnn._config(c), "unknown GNN option 'kk'. Fix: use one of seed, "),
     (lambda c: discovery.tracking.track_lesions(None, None, None, c),
      "unknown tracking option 'kk'. Fix: use one of gate, max_gap, gap_penalty, align, "
@@ -44,6 +46,12 @@ def test_each_option_mapping_names_the_options(config, message):
     with pytest.raises(InputError) as caught:
         config({"kk": 1})
     assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("horizons", [[], [0], [90, "soon"], 90, [5000]])
+def test_forecast_horizons_must_be_days(horizons):
+    with pytest.raises(InputError, match="forecast horizons must be a list of days"):
+        discovery.stage.fit_forecasts(None, None, {"horizons": horizons})
 
 
 @pytest.mark.parametrize("raw", ["0.05", "-1", "soon", "nan", "inf", "1e9", "5 s"])

@@ -272,6 +272,62 @@ def similar(
 
 @app.command()
 @user_errors
+def forecast(
+    workspace: Workspace_,
+    patient: Annotated[str | None, typer.Option(help="Forecast this patient's lesions.")]
+    = None,
+    on_day: Annotated[float | None, typer.Option(
+        "--on-day", help="The day to forecast (days since the patient's first study; after "
+        "its last).")] = None,
+    targets: Annotated[Path | None, typer.Option(
+        help="CSV of patient_id,day rows to forecast in one go (with --out).")] = None,
+    out: Annotated[Path | None, typer.Option(help="CSV to write the batch forecasts to.")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")]
+    = False,
+) -> None:
+    """Where each tracked lesion is heading: its long diameter at a later day, with an 80%
+    interval, and the patient's sum of long diameters with a RECIST-style category."""
+    from discovery.results import forecast_batch, forecast_patient
+    from patientgraph.atomic import atomic_path
+
+    if (patient is None) == (targets is None):
+        raise InputError(None, "give either --patient with --on-day, or --targets with --out",
+                         "e.g. patientgraph forecast --workspace W --patient 000001 --on-day "
+                         "400, or --targets targets.csv --out forecasts.csv")
+    if targets is not None:
+        if out is None or on_day is not None or as_json:
+            raise InputError(None, "--targets writes a CSV: give --out, and no --on-day or "
+                             "--json", "e.g. patientgraph forecast --workspace W --targets "
+                             "targets.csv --out forecasts.csv")
+        table = forecast_batch(workspace, targets)
+        with atomic_path(out) as tmp:
+            table.to_csv(tmp, index=False)
+        asked = len(table[["patient_id", "day"]].drop_duplicates())
+        err.print(f"wrote {len(table)} track forecasts for {asked} targets to {out}")
+        return
+    if on_day is None or out is not None:
+        raise InputError(None, "--patient needs --on-day (and prints; --out is for --targets)",
+                         "e.g. patientgraph forecast --workspace W --patient 000001 "
+                         "--on-day 400")
+    result = forecast_patient(workspace, _known_id(workspace, patient, "patients"), on_day)
+    tracks = result.tracks.drop(columns=["patient_id"])
+    if as_json:
+        typer.echo(json.dumps({
+            "patient_id": str(result.tracks["patient_id"].iloc[0]), "day": result.day,
+            "sum_long_mm": result.sum_long_mm, "sum_lo": result.sum_lo,
+            "sum_hi": result.sum_hi, "baseline_sum": result.baseline_sum,
+            "nadir_sum": result.nadir_sum, "category": result.category,
+            "tracks": tracks.to_dict(orient="records")}))
+        return
+    typer.echo(tracks.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    typer.echo(f"sum of long diameters on day {result.day:g}: {result.sum_long_mm:.1f} mm "
+               f"(80% interval {result.sum_lo:.1f}-{result.sum_hi:.1f}); baseline "
+               f"{result.baseline_sum:.1f}, nadir {result.nadir_sum:.1f}: {result.category}")
+
+
+@app.command()
+@user_errors
 def render(
     workspace: Workspace_,
     lesion: Annotated[str, typer.Option(help="The lesion_id to show (drawn in yellow with "

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from graphdb import frames
+from graphdb.schema import LESION
 from patientgraph.errors import InputError
 
 
@@ -55,3 +56,18 @@ def test_biomarkers_describe_the_cluster_they_name():
     bad = biomarkers.assign(candidate=["cluster three", "ldh"])
     with pytest.raises(InputError, match="does not end in a cluster number"):
         frames.biomarker_frames(bad)
+
+
+def test_forecast_updates_pivot_each_lesion_to_next_and_horizons():
+    f = pd.DataFrame({
+        "lesion_id": ["a", "a", "a", "b", "b"], "last_day": [10.0] * 3 + [0.0] * 2,
+        "target_day": [40.0, 100.0, 190.0, 90.0, 180.0],
+        "long_mm": [1.0, 2.0, 3.0, 4.0, 5.0], "long_mm_lo": [0.5] * 5,
+        "long_mm_hi": [9.0] * 5, "method": ["m"] * 5})
+    up = frames.forecast_updates(f).set_index("lesion_id")
+    assert up.loc["a", "forecast_next_day"] == 40.0 and up.loc["a", "forecast_next_mm"] == 1.0
+    assert up.loc["a", "forecast_90_mm"] == 2.0 and up.loc["a", "forecast_180_mm"] == 3.0
+    assert pd.isna(up.loc["b", "forecast_next_mm"]) and up.loc["b", "forecast_90_mm"] == 4.0
+    assert set(up.columns) <= set(LESION.properties) and up.index.is_unique
+    with pytest.raises(InputError, match="target_day"):
+        frames.forecast_updates(f.drop(columns=["target_day"]))

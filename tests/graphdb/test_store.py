@@ -273,6 +273,38 @@ def test_tracks_biomarkers_and_risk(store, cohort):
         loaded.write_risk(pd.DataFrame({"patient_id": ["ghost"], "risk": [0.5]}))
 
 
+def test_forecasts_go_on_each_tracks_last_lesion(store, cohort):
+    load(store, cohort)
+    last = cohort["lesions"].groupby("patient_id")["lesion_id"].last().iloc[:5]
+    rows = []
+    for i, lesion in enumerate(last):
+        for target, mm in ((130.0, 10.0 + i), (100.0 + 90, 11.0 + i), (100.0 + 180, 12.0 + i)):
+            rows.append({"track_id": f"T{i}", "lesion_id": lesion, "patient_id": "x",
+                         "last_day": 100.0, "target_day": target, "long_mm": mm,
+                         "long_mm_lo": mm - 2, "long_mm_hi": mm + 3, "method": "similarity"})
+    forecasts = pd.DataFrame(rows)
+    assert store.write_forecasts(forecasts) == 5
+    got = store.query("MATCH (l:Lesion) WHERE l.forecast_90_mm IS NOT NULL RETURN "
+                      "l.lesion_id AS id, l.forecast_next_day AS next_day, l.forecast_next_mm "
+                      "AS next_mm, l.forecast_90_mm AS mm90, l.forecast_180_hi AS hi180, "
+                      "l.forecast_method AS method ORDER BY id")
+    expected = forecasts.assign(i=np.repeat(np.arange(5), 3)).sort_values("lesion_id")
+    assert got["id"].tolist() == expected["lesion_id"].unique().tolist()
+    order = [int(last.tolist().index(i)) for i in got["id"]]
+    assert got["next_day"].tolist() == [130.0] * 5
+    assert got["next_mm"].tolist() == [10.0 + i for i in order]
+    assert got["mm90"].tolist() == [11.0 + i for i in order]
+    assert got["hi180"].tolist() == [15.0 + i for i in order]
+    assert set(got["method"]) == {"similarity"}
+    # a second write replaces the first: lesions no longer forecast lose their properties
+    assert store.write_forecasts(forecasts[forecasts["lesion_id"] == last.iloc[0]]) == 1
+    left = store.query("MATCH (l:Lesion) WHERE l.forecast_method IS NOT NULL "
+                       "RETURN l.lesion_id AS id")
+    assert left["id"].tolist() == [last.iloc[0]]
+    with pytest.raises(GraphQueryError, match="not in the graph"):
+        store.write_forecasts(forecasts.assign(lesion_id="ghost").iloc[:1])
+
+
 def test_incremental_writes_merge_into_a_loaded_graph(store, cohort):
     half = cohort["patients"].iloc[:20]
     studies = cohort["studies"][cohort["studies"]["patient_id"].isin(half["patient_id"])]
