@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from dashboards.data import LESION_FIELDS
+from dashboards.data import FORECAST_CATEGORIES, FORECAST_HORIZON, LESION_FIELDS
 from patientgraph.errors import InputError, did_you_mean
 
 VERSION = 1
@@ -29,6 +29,9 @@ MAX_SIMILAR_K = 10_000
 so the server checks every number in them (the browser's input limits are no limit)."""
 FIX = ('save a definition from the explorer, or write {"version": 1, "name": "A", '
        '"filters": {"sex": "F", "age": {"min": 40}}}')
+
+FORECAST_FIELD = "forecast_category"
+"""The patient's forecast category at +180 days (progression / stable / partial_response)."""
 
 SimilarFn = Callable[[str, int], list[str]]
 
@@ -104,7 +107,8 @@ def definition_from_controls(name: str, *, types: Iterable[int] | None = None,
                              record_field: str | None = None,
                              record_min: float | None = None, record_max: float | None = None,
                              similar_patient: str | None = None, similar_k: int | None = None,
-                             patient_ids: list[str] | None = None) -> CohortDefinition:
+                             patient_ids: list[str] | None = None,
+                             forecast: Iterable[str] | None = None) -> CohortDefinition:
     """A definition from the values of the filter builder's controls (empty ones skipped)."""
     filters: dict[str, Any] = {}
     if types:
@@ -117,6 +121,9 @@ def definition_from_controls(name: str, *, types: Iterable[int] | None = None,
         filters["sex"] = sorted(str(s) for s in sex)
     if record_field and (record_min is not None or record_max is not None):
         filters[record_field] = _range(record_min, record_max)
+    if forecast:
+        chosen = list(forecast) if isinstance(forecast, (list, tuple, set)) else [forecast]
+        filters[FORECAST_FIELD] = sorted(chosen, key=str)  # from_dict checks each
     similar = ({"patient_id": str(similar_patient), "k": 50 if similar_k is None else similar_k}
                if similar_patient else None)
     return CohortDefinition.from_dict({"name": name, "filters": filters, "similar_to": similar,
@@ -143,6 +150,10 @@ def apply_cohort(definition: CohortDefinition, patients: pd.DataFrame, lesions: 
             has_lesion_filter = True
         elif name in patients.columns:
             keep &= _passes(patients[name], condition)
+        elif name == FORECAST_FIELD:
+            raise InputError(None, "this workspace has no growth forecasts to filter by",
+                             "run the discover stage again: patientgraph run --workspace W "
+                             "--stages discover --force")
         else:
             known = sorted({*patients.columns, *LESION_FIELDS})
             raise InputError(None, f"unknown filter field {name!r}.{did_you_mean(name, known)}",
@@ -202,7 +213,9 @@ def _passes(values: pd.Series, condition: Any) -> pd.Series:
 
 
 def _check_condition(name: str, condition: Any, source: str | Path | None) -> None:
-    if isinstance(condition, Mapping):
+    if name == FORECAST_FIELD:
+        _check_categories(condition, source)
+    elif isinstance(condition, Mapping):
         if set(condition) - {"min", "max"} or not condition:
             raise InputError(source, f"the range of {name!r} has keys {sorted(condition)}",
                              "give a range as {'min': lo, 'max': hi} (either may be left out)")
@@ -218,6 +231,24 @@ def _check_condition(name: str, condition: Any, source: str | Path | None) -> No
                              "is neither text nor a finite number", FIX)
     elif not isinstance(condition, (str, numbers.Real)):
         raise InputError(source, f"the condition on {name!r} is {condition!r}", FIX)
+
+
+def _check_categories(condition: Any, source: str | Path | None) -> None:
+    """A forecast-category condition: one of :data:`FORECAST_CATEGORIES`, or a list of them."""
+    values = condition if isinstance(condition, list) else [condition]
+    allowed = ", ".join(FORECAST_CATEGORIES)
+    if not values:
+        raise InputError(source, f"the list of values of {FORECAST_FIELD!r} is empty",
+                         f"pick forecast categories from: {allowed}")
+    for value in values:
+        if not isinstance(value, str) or value not in FORECAST_CATEGORIES:
+            shown = repr(value) if isinstance(value, str) and len(value) <= 40 else (
+                f"a text of {len(value)} characters" if isinstance(value, str)
+                else f"something of type {type(value).__name__}")
+            hint = did_you_mean(value, FORECAST_CATEGORIES) if isinstance(value, str) else ""
+            raise InputError(source, f"{shown} is not a forecast category (at +"
+                             f"{FORECAST_HORIZON:.0f} d).{hint}",
+                             f"pick forecast categories from: {allowed}")
 
 
 def _range(lo: Any, hi: Any) -> dict[str, Any]:

@@ -29,7 +29,12 @@ from patientgraph.workspace import Workspace
 
 DISCOVERY_DIR = "discovery"
 DISCOVERY_TABLES = ("clusters", "cluster_summary", "tracks", "patient_growth", "candidates",
-                    "biomarkers", "risk", "risk_explain")
+                    "biomarkers", "risk", "risk_explain", "forecasts", "patient_forecasts")
+FORECAST_CATEGORIES = ("progression", "stable", "partial_response")
+"""The forecast categories a cohort can select (discovery.forecast's RECIST-style ones)."""
+FORECAST_HORIZON = 180.0
+"""Days after a patient's last study of the forecast the explorer shows and splits by."""
+SIMILAR_TRACKS_K = 5
 COARSE_TYPE_NAMES = {1: "bone", 2: "abdomen", 3: "mediastinum", 4: "liver", 5: "lung",
                      6: "kidney", 7: "soft tissue", 8: "pelvis"}
 LESION_FIELDS = ("coarse_type", "cluster", "long_mm", "short_mm", "loc_x", "loc_y", "loc_z")
@@ -145,6 +150,7 @@ class ExplorerData:
         self.numeric_record_fields = [c for c in self.record_fields
                                       if pd.api.types.is_numeric_dtype(self.records[c])]
         self.patient_ids = sorted(self.patient_table.index)
+        self.similar_tracks = SimilarTracks(self.workspace)
 
     def has(self, name: str) -> bool:
         """Whether the discover stage's table ``name`` is there (and not empty)."""
@@ -185,6 +191,10 @@ def patient_table(data: ExplorerData) -> pd.DataFrame:
         if frame is not None and not frame.empty:
             frame = frame.set_index(frame["patient_id"].astype(str)).drop(columns="patient_id")
             out = out.join(frame[[c for c in frame.columns if c not in out.columns]])
+    forecast = horizon_forecasts(data.discovery.get("forecasts"),
+                                 data.discovery.get("patient_forecasts"))
+    if not forecast.empty:
+        out["forecast_category"] = forecast["category"].reindex(out.index).astype(object)
     out["n_studies"] = data.studies.groupby("patient_id").size().reindex(out.index).fillna(0)
     out["n_lesions"] = data.lesions.groupby("patient_id").size().reindex(out.index).fillna(0)
     out["n_studies"] = out["n_studies"].astype(int)
@@ -228,6 +238,105 @@ def track_growth(tracks: pd.DataFrame) -> pd.DataFrame:
     sums = frame.groupby("track_id")[["sxy", "sxx"]].sum()
     slope = np.where(sums["sxx"] > 0, sums["sxy"] / sums["sxx"].where(sums["sxx"] > 0), np.nan)
     return pd.DataFrame({"track_id": sums.index, "growth_per_100d": slope * 100.0})
+
+
+def horizon_forecasts(forecasts: pd.DataFrame | None, patient_forecasts: pd.DataFrame | None,
+                      horizon: float = FORECAST_HORIZON) -> pd.DataFrame:
+    """Each patient's forecast ``horizon`` days after its last study (index patient_id):
+    target_day, sum_long_mm, sum_lo, sum_hi, category. Empty without forecasts."""
+    columns = ["target_day", "sum_long_mm", "sum_lo", "sum_hi", "category"]
+    if (forecasts is None or patient_forecasts is None or forecasts.empty
+            or patient_forecasts.empty):
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="patient_id"))
+    last = forecasts.groupby(forecasts["patient_id"].astype(str))["last_day"].max()
+    rows = patient_forecasts.assign(patient_id=patient_forecasts["patient_id"].astype(str))
+    want = last.reindex(rows["patient_id"]).to_numpy(float) + horizon
+    rows = rows[np.isclose(rows["target_day"].to_numpy(float), want)]
+    return rows.drop_duplicates("patient_id").set_index("patient_id")[columns]
+
+
+class SimilarTracks:
+    """Other patients' lesion tracks nearest to a lesion: the growth forecaster's training
+    lesions (``W/models/forecaster.pkl``), loaded on first use, once per process.
+
+    A neighbour is a track of another training patient measured on two days or more; the
+    match is the neighbour's lesion whose embedding is nearest (cosine) to the query lesion,
+    and the neighbour's days are shifted so that the matched lesion falls on the query
+    lesion's day (its later measurements show what followed a similar lesion).
+    """
+
+    def __init__(self, workspace: Workspace):
+        self.workspace = workspace
+        self._lock = threading.Lock()
+        self._state: tuple | None = None
+        self._error: InputError | None = None
+
+    def _load(self) -> tuple:
+        with self._lock:
+            if self._state is None and self._error is None:
+                try:
+                    self._state = self._build()
+                except InputError as exc:
+                    self._error = exc
+            if self._error is not None:
+                raise self._error
+            return self._state
+
+    def _build(self) -> tuple:
+        from discovery.results import load_forecaster
+
+        model = load_forecaster(self.workspace)
+        lookup = getattr(model, "lesion_vectors_", None)
+        if lookup is None:
+            raise InputError(None, "the growth forecaster was fitted without lesion "
+                             "embeddings, so it has no similar lesions",
+                             "run the embed stage, then the discover stage again")
+        hist = model.history_[["track_id", "lesion_id", "patient_id", "day", "long_mm"]]
+        hist = hist.astype({"track_id": str, "lesion_id": str, "patient_id": str})
+        ids, vectors = lookup
+        days = hist.groupby("track_id")["day"].transform("nunique")
+        train = set(map(str, getattr(model, "train_patients_", hist["patient_id"])))
+        pool = hist[(days >= 2) & hist["patient_id"].isin(train)]
+        pos = ids.get_indexer(pool["lesion_id"])
+        pool = pool[pos >= 0].reset_index(drop=True)
+        matrix = np.asarray(vectors[pos[pos >= 0]], np.float32)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        matrix = matrix / np.where(norms > 0, norms, 1.0)
+        return (ids, vectors, pool, matrix, hist, hist.groupby("track_id").indices)
+
+    def of(self, queries: pd.DataFrame, k: int = SIMILAR_TRACKS_K) -> pd.DataFrame:
+        """For each query (track_id, lesion_id, patient_id, day), the trajectories of the
+        ``k`` nearest other patients' tracks: query_track, track_id, patient_id, day
+        (aligned), long_mm, similarity. Raises InputError when there is no forecaster."""
+        ids, vectors, pool, matrix, hist, rows_of = self._load()
+        out = []
+        for q in queries.itertuples(index=False):
+            at = ids.get_indexer([str(q.lesion_id)])[0]
+            if at < 0 or pool.empty:
+                continue
+            vec = np.asarray(vectors[at], np.float32)
+            vec = vec / (np.linalg.norm(vec) or 1.0)
+            score = matrix @ vec
+            score[pool["patient_id"].to_numpy() == str(q.patient_id)] = -np.inf
+            seen: set[str] = set()
+            for i in np.argsort(-score, kind="stable"):
+                if not np.isfinite(score[i]) or len(seen) >= k:
+                    break
+                track = pool.at[i, "track_id"]
+                if track in seen:
+                    continue
+                seen.add(track)
+                traj = hist.iloc[rows_of[track]]
+                out.append(pd.DataFrame({
+                    "query_track": str(q.track_id), "track_id": track,
+                    "patient_id": traj["patient_id"].to_numpy(),
+                    "day": traj["day"].to_numpy(float) - float(pool.at[i, "day"])
+                    + float(q.day),
+                    "long_mm": traj["long_mm"].to_numpy(float),
+                    "similarity": float(score[i])}))
+        columns = ["query_track", "track_id", "patient_id", "day", "long_mm", "similarity"]
+        return pd.concat(out, ignore_index=True)[columns] if out else pd.DataFrame(
+            columns=columns)
 
 
 def _optional_table(ws: Workspace, name: str) -> pd.DataFrame | None:

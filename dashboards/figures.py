@@ -24,6 +24,7 @@ from dashboards.survival import Comparison, Curve
 Figure = dict[str, Any]
 PALETTE = qualitative.D3 + qualitative.Set2 + qualitative.Pastel1
 MISSING_COLOUR = "#bbbbbb"
+SIMILAR_COLOUR = "#8c8c8c"
 GRID = "#ececec"
 MARGIN = {"l": 50, "r": 20, "t": 50, "b": 40}
 KM_HEIGHT = 500
@@ -184,23 +185,111 @@ def _is_minus_one(level) -> bool:
 # --------------------------------------------------------------------------- patient
 
 
-def growth_figure(lesions: pd.DataFrame) -> Figure:
-    """Long diameter over study days, one line per tracked lesion (or per lesion)."""
+def growth_figure(lesions: pd.DataFrame, forecasts: pd.DataFrame | None = None,
+                  similar: pd.DataFrame | None = None, *, note: str | None = None,
+                  coverage: float = 0.8) -> Figure:
+    """Long diameter over study days, one line per tracked lesion (or per lesion).
+
+    ``forecasts`` (rows of ``discovery/forecasts.parquet``: track_id, last_day, target_day,
+    long_mm, long_mm_lo, long_mm_hi) adds each track's forecast, a dashed line from its last
+    measurement through the target days, in the track's colour over its shaded ``coverage``
+    interval. ``similar`` (query_track, track_id, patient_id, day, long_mm; days already
+    aligned) adds other patients' trajectories as thin grey lines beneath. ``note`` is a
+    short line above the plot (e.g. why there is no forecast). Each trace's ``meta`` says
+    what it is: "measured", "forecast", "band" or "similar".
+    """
     rows = lesions.dropna(subset=["day", "long_mm"])
     if rows.empty:
         return empty_figure("No measured lesions")
     key = "track_id" if "track_id" in rows and rows["track_id"].notna().any() else "lesion_id"
-    traces = []
+    traces, ahead = _similar_traces(similar), []
+    by_track = (forecasts.dropna(subset=["target_day", "long_mm"]).groupby("track_id")
+                if key == "track_id" and forecasts is not None and not forecasts.empty
+                else None)
     for n, (name, group) in enumerate(rows.groupby(key, sort=True)):
         group = group.sort_values("day")
+        colour = PALETTE[n % len(PALETTE)]
+        label = f"{group['type'].iloc[0]} {n + 1}" if "type" in group else str(name)
         traces.append({
             "type": "scatter", "mode": "lines+markers", "x": group["day"].tolist(),
-            "y": group["long_mm"].tolist(),
-            "name": f"{group['type'].iloc[0]} {n + 1}" if "type" in group else str(name),
-            "line": {"color": PALETTE[n % len(PALETTE)]},
+            "y": group["long_mm"].tolist(), "name": label, "legendgroup": label,
+            "meta": "measured", "line": {"color": colour},
             "hovertemplate": "day %{x:.0f}<br>%{y:.1f} mm<extra></extra>"})
-    return figure(traces, "Lesion growth", xaxis={"title": {"text": "day"}},
-                  yaxis={"title": {"text": "long diameter (mm)"}}, height=GROWTH_HEIGHT)
+        if by_track is not None and name in by_track.groups:
+            ahead += _forecast_traces(group, by_track.get_group(name), label, colour, coverage)
+    layout: dict[str, Any] = {}
+    if note:
+        layout["annotations"] = [{"text": note, "showarrow": False, "xref": "paper",
+                                  "yref": "paper", "x": 0, "y": 1, "xanchor": "left",
+                                  "yanchor": "bottom", "font": {"size": 11, "color": "#666"}}]
+    # bands first (beneath), then the dashed lines, then the measurements on top
+    order = [t for t in ahead if t["meta"] == "band"] + \
+        [t for t in ahead if t["meta"] == "forecast"]
+    similar_traces = [t for t in traces if t["meta"] == "similar"]
+    measured = [t for t in traces if t["meta"] == "measured"]
+    return figure(similar_traces + order + measured, "Lesion growth",
+                  xaxis={"title": {"text": "day"}},
+                  yaxis={"title": {"text": "long diameter (mm)"}}, height=GROWTH_HEIGHT,
+                  **layout)
+
+
+def _forecast_traces(measured: pd.DataFrame, forecast: pd.DataFrame, label: str,
+                     colour: str, coverage: float) -> list[dict]:
+    """A track's forecast line and its interval, both starting at its last measurement."""
+    forecast = forecast.sort_values("target_day")
+    last_day = float(forecast["last_day"].iloc[0]) if "last_day" in forecast \
+        else float(measured["day"].iloc[-1])
+    at = measured[measured["day"] <= last_day]
+    start = (at if not at.empty else measured).iloc[-1]
+    x0, y0 = float(start["day"]), float(start["long_mm"])
+    days = forecast["target_day"].astype(float).tolist()
+    lo = forecast["long_mm_lo"].astype(float).tolist()
+    hi = forecast["long_mm_hi"].astype(float).tolist()
+    share = f"{100 * coverage:.0f}%"
+    band = {"type": "scatter", "mode": "lines", "x": [x0, *days, *days[::-1], x0],
+            "y": [y0, *hi, *lo[::-1], y0], "fill": "toself",
+            "fillcolor": _rgba(colour, 0.15), "line": {"width": 0, "color": colour},
+            "name": f"{label}: {share} interval", "legendgroup": label, "showlegend": False,
+            "meta": "band", "hoverinfo": "skip"}
+    line = {"type": "scatter", "mode": "lines+markers", "x": [x0, *days],
+            "y": [y0, *forecast["long_mm"].astype(float).tolist()],
+            "name": f"{label} forecast", "legendgroup": label, "showlegend": False,
+            "meta": "forecast", "line": {"color": colour, "dash": "dash"},
+            "marker": {"symbol": "circle-open", "size": 7},
+            "customdata": [[y0, y0], *zip(lo, hi, strict=True)],
+            "hovertemplate": "day %{x:.0f}<br>forecast %{y:.1f} mm<br>" + share
+                             + " interval %{customdata[0]:.1f}-%{customdata[1]:.1f} mm"
+                             "<extra></extra>"}
+    return [band, line]
+
+
+def _similar_traces(similar: pd.DataFrame | None) -> list[dict]:
+    """Other patients' trajectories (already aligned), thin and grey, one legend entry."""
+    if similar is None or similar.empty:
+        return []
+    out = []
+    for (_query, _track), group in similar.groupby(["query_track", "track_id"], sort=False):
+        group = group.sort_values("day")
+        patient = str(group["patient_id"].iloc[0])
+        out.append({"type": "scatter", "mode": "lines+markers", "x": group["day"].tolist(),
+                    "y": group["long_mm"].tolist(), "name": "similar lesions",
+                    "legendgroup": "similar", "showlegend": not out, "meta": "similar",
+                    "line": {"color": SIMILAR_COLOUR, "width": 1},
+                    "marker": {"size": 3, "color": SIMILAR_COLOUR}, "opacity": 0.7,
+                    "hovertemplate": f"patient {patient}<br>day %{{x:.0f}} (aligned)<br>"
+                                     "%{y:.1f} mm<extra></extra>"})
+    return out
+
+
+def _rgba(colour: str, alpha: float) -> str:
+    """A Plotly colour ("#rrggbb" or "rgb(r, g, b)") with transparency ``alpha``."""
+    if colour.startswith("#") and len(colour) == 7:
+        r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    elif colour.startswith("rgb("):
+        r, g, b = (int(float(v)) for v in colour[4:-1].split(","))
+    else:
+        return colour
+    return f"rgba({r}, {g}, {b}, {alpha})"
 
 
 def contributions_figure(similar: pd.DataFrame, modalities: Sequence[str]) -> Figure:

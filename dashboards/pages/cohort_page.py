@@ -16,6 +16,7 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from dashboards import figures
 from dashboards.cohorts import (
+    FORECAST_FIELD,
     CohortDefinition,
     apply_cohort,
     cohort_csv,
@@ -23,17 +24,17 @@ from dashboards.cohorts import (
     describe,
 )
 from dashboards.context import Explorer, guarded
-from dashboards.data import COARSE_TYPE_NAMES
+from dashboards.data import COARSE_TYPE_NAMES, FORECAST_CATEGORIES, FORECAST_HORIZON
 from dashboards.pages import ROW, error, note
 from dashboards.survival import compare
 
 LETTERS = ("a", "b")
 CONTROLS = ("name", "types", "clusters", "age-min", "age-max", "sex", "field", "field-min",
-            "field-max", "similar", "similar-k")
+            "field-max", "similar", "similar-k", "forecast")
 BOX = {"flex": "1 1 560px", "border": "1px solid #e3e3e3", "borderRadius": "6px",
        "padding": "10px 14px"}
 LABEL = {"display": "block", "margin": "6px 0"}
-SHOWN_FILTERS = ("coarse_type", "cluster", "age", "sex")
+SHOWN_FILTERS = ("coarse_type", "cluster", "age", "sex", FORECAST_FIELD)
 """Filters the builder has controls for (besides one record field range)."""
 
 
@@ -57,6 +58,7 @@ def _builder(explorer: Explorer, letter: str, stored: dict | None) -> html.Div:
     sexes = sorted(str(s) for s in data.patients["sex"].dropna().unique()) \
         if "sex" in data.patients else []
     clusters = data.clusters()
+    forecasts = FORECAST_FIELD in data.patient_table
     pid = f"cohort-{letter}"
     return html.Div([
         html.H4(f"Cohort {letter.upper()}"),
@@ -71,6 +73,12 @@ def _builder(explorer: Explorer, letter: str, stored: dict | None) -> html.Div:
             disabled=not clusters,
             placeholder="pick clusters" if clusters else "run the discover stage first")],
             style=LABEL),
+        html.Label([f"Forecast at +{FORECAST_HORIZON:.0f} d", dcc.Dropdown(
+            id=f"{pid}-forecast", multi=True, value=values["forecast"],
+            options=[{"label": c.replace("_", " "), "value": c} for c in FORECAST_CATEGORIES],
+            disabled=not forecasts,
+            placeholder="pick forecast categories" if forecasts
+            else "no growth forecasts: run the discover stage")], style=LABEL),
         html.Div([
             html.Label(["Age from ", dcc.Input(id=f"{pid}-age-min", type="number",
                                                value=values["age-min"], debounce=True,
@@ -163,7 +171,8 @@ def _register_builder(app: dash.Dash, explorer: Explorer, letter: str) -> None:
             clusters=controls["clusters"], age=(controls["age-min"], controls["age-max"]),
             sex=controls["sex"], record_field=controls["field"],
             record_min=controls["field-min"], record_max=controls["field-max"],
-            similar_patient=controls["similar"], similar_k=controls["similar-k"])
+            similar_patient=controls["similar"], similar_k=controls["similar-k"],
+            forecast=controls["forecast"])
         if stored and ctx.triggered_id != f"{pid}-clear":
             built = _with_extras(built, CohortDefinition.from_dict(stored),
                                  data.numeric_record_fields)
@@ -222,6 +231,7 @@ def _control_values(definition: CohortDefinition, record_fields: list[str]) -> d
         "field": field, "field-min": f[field].get("min") if field else None,
         "field-max": f[field].get("max") if field else None,
         "similar": sim.get("patient_id"), "similar-k": sim.get("k", 50),
+        "forecast": [str(c) for c in _as_list(f.get(FORECAST_FIELD))],
     }
 
 

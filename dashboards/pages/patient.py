@@ -14,7 +14,13 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from dashboards import figures
 from dashboards.context import Explorer, guarded
-from dashboards.data import discover_note, type_name
+from dashboards.data import (
+    FORECAST_HORIZON,
+    SIMILAR_TRACKS_K,
+    discover_note,
+    horizon_forecasts,
+    type_name,
+)
 from dashboards.pages import ROW, card, data_table, error, graph_style, note, records
 from dashboards.survival import compare
 from embed.fusion import MODALITIES
@@ -70,8 +76,15 @@ def layout(explorer: Explorer, state: dict[str, Any]) -> html.Div:
         html.Div([
             html.Div([html.H4("Lesions by study"), html.Div(id="patient-crops")],
                      style={"flex": "1 1 560px"}),
-            dcc.Graph(id="patient-growth", figure=figures.empty_figure("Choose a patient"),
-                      style={"flex": "1 1 420px", "height": f"{GROWTH_HEIGHT}px"}),
+            html.Div([
+                dcc.Graph(id="patient-growth", figure=figures.empty_figure("Choose a patient"),
+                          style={"height": f"{GROWTH_HEIGHT}px"}),
+                html.Div(id="patient-forecast", style={"fontSize": "13px", "margin": "4px 0"}),
+                dcc.Checklist(id="patient-similar-tracks",
+                              options=[{"label": " show similar lesions' trajectories",
+                                        "value": "show"}], value=[],
+                              style={"fontSize": "13px"}),
+            ], style={"flex": "1 1 420px"}),
         ], style=ROW),
         html.Div([
             html.Div([html.H4("Most similar patients"), html.Div(id="patient-similar-error"),
@@ -127,17 +140,21 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
         similar = _similar(explorer, _known(explorer, patient_id), k, imaging_weight)
         return _km_neighbours(explorer, similar["patient_id"].tolist())
 
-    @app.callback(Output("patient-crops", "children"), Output("patient-growth", "figure"),
-                  Input("patient-select", "value"))
-    @guarded("patient images", lambda m: (error(m), no_update))
+    @app.callback(Output("patient-crops", "children"), Input("patient-select", "value"))
+    @guarded("patient images", error)
     def images(patient_id: str | None):
         if not patient_id:
-            return None, blank
-        lesions = data.lesions_of(_known(explorer, patient_id))
-        named = lesions.assign(type=[lesion_label(t, c) for t, c in zip(
-            lesions["coarse_type"], lesions.get("cluster", [None] * len(lesions)),
-            strict=True)])
-        return _gallery(explorer, lesions), figures.growth_figure(named)
+            return None
+        return _gallery(explorer, data.lesions_of(_known(explorer, patient_id)))
+
+    @app.callback(Output("patient-growth", "figure"), Output("patient-forecast", "children"),
+                  Input("patient-select", "value"), Input("patient-similar-tracks", "value"))
+    @guarded("patient growth", lambda m: (no_update, error(m)))
+    def growth(patient_id: str | None, show_similar: list | None):
+        if not patient_id:
+            return blank, None
+        return growth_view(explorer, _known(explorer, patient_id),
+                           isinstance(show_similar, list) and "show" in show_similar)
 
     @app.callback(Output("patient-graph", "elements"), Output("patient-graph-note", "children"),
                   Input("patient-select", "value"))
@@ -187,6 +204,65 @@ def lesion_label(coarse_type, cluster) -> str:
     if cluster is not None and pd.notna(cluster) and int(cluster) >= 0:
         return f"cluster {int(cluster)}"
     return "unlabelled"
+
+
+def growth_view(explorer: Explorer, patient_id: str, show_similar: bool = False):
+    """The growth figure (measurements, forecasts with their intervals and, when asked,
+    similar lesions' trajectories) and the line under it on the forecast."""
+    data = explorer.data
+    lesions = data.lesions_of(patient_id)
+    named = lesions.assign(type=[lesion_label(t, c) for t, c in zip(
+        lesions["coarse_type"], lesions.get("cluster", [None] * len(lesions)), strict=True)])
+    forecasts = data.discovery.get("forecasts")
+    mine = forecasts[forecasts["patient_id"].astype(str) == patient_id] \
+        if forecasts is not None and not forecasts.empty else None
+    lines, note_text = [], None
+    if mine is None or mine.empty:
+        note_text = "measurements only: no growth forecast"
+        why = ("this workspace has no growth forecasts; run the discover stage again"
+               if forecasts is None else
+               "the discover stage made no growth forecast for this patient (forecasts need "
+               "lesion tracks and patients with follow-up to learn from)")
+        lines.append(note(f"No growth forecast: {why}."))
+    else:
+        lines.append(_forecast_line(data, patient_id))
+    similar = None
+    if show_similar:
+        if mine is None or mine.empty:
+            lines.append(note("Similar lesions' trajectories need the growth forecaster."))
+        else:
+            queries = mine.drop_duplicates("track_id")[["track_id", "lesion_id", "patient_id",
+                                                        "last_day"]].rename(
+                columns={"last_day": "day"})
+            try:
+                similar = data.similar_tracks.of(queries)
+            except InputError as exc:
+                lines.append(note(f"No similar lesions: {exc.message}"))
+            else:
+                lines.append(html.Div(
+                    f"Grey: the {SIMILAR_TRACKS_K} most similar lesions of other patients "
+                    "per track (the forecaster's training lesions), each shifted so that "
+                    "its matched lesion falls on this track's last day.",
+                    style={"color": "#555"}))
+    fig = figures.growth_figure(named, mine, similar, note=note_text)
+    return fig, html.Div(lines, id="patient-forecast-body")
+
+
+def _forecast_line(data, patient_id: str) -> html.Div:
+    """"forecast at +180 d: sum 54 mm (40-73), stable" and what the dashes mean."""
+    row = horizon_forecasts(data.discovery.get("forecasts"),
+                            data.discovery.get("patient_forecasts"))
+    parts = []
+    if patient_id in row.index:
+        r = row.loc[patient_id]
+        parts.append(html.Span(
+            f"Forecast at +{FORECAST_HORIZON:.0f} d (day {r['target_day']:.0f}): sum of long "
+            f"diameters {r['sum_long_mm']:.0f} mm ({r['sum_lo']:.0f}-{r['sum_hi']:.0f}), "
+            f"{str(r['category']).replace('_', ' ')}", id="patient-forecast-category",
+            style={"fontWeight": 600}))
+    parts.append(html.Span(" · dashed: forecast; shaded: 80% interval",
+                           style={"color": "#555"}))
+    return html.Div(parts)
 
 
 def _similar(explorer: Explorer, patient_id: str, k: Any, imaging_weight: Any) -> pd.DataFrame:

@@ -141,3 +141,51 @@ def _same_as_graph(workspace, filters: dict) -> None:
         data.graph.close()
     assert mine == graph
     assert 0 < len(mine) < len(data.patient_table) or filters == {"coarse_type": [4, 5]}
+
+
+@pytest.fixture
+def forecast_tables(tables):
+    patients, lesions = tables
+    category = ["progression", "stable", "partial_response", None, "progression"]
+    return patients.assign(forecast_category=pd.Series(category, index=patients.index,
+                                                       dtype=object)), lesions
+
+
+@pytest.mark.parametrize("wanted, expected", [
+    ("progression", ["p1", "p5"]),
+    (["stable", "partial_response"], ["p2", "p3"]),
+    (["partial_response", "progression", "stable"], ["p1", "p2", "p3", "p5"]),
+])
+def test_forecast_category_selects_its_patients(forecast_tables, wanted, expected):
+    # p4 has no forecast (too few measurements): no category selects it
+    assert select({"filters": {"forecast_category": wanted}}, forecast_tables) == expected
+
+
+def test_forecast_category_from_the_builder_controls(forecast_tables):
+    d = definition_from_controls("growing", forecast=["progression"], sex=["F"])
+    assert d.filters["forecast_category"] == ["progression"]
+    assert apply_cohort(d, *forecast_tables) == ["p1", "p5"]
+    assert "forecast_category in {progression}" in describe(d)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("progresion", r"'progresion' is not a forecast category.*Did you mean 'progression'"),
+    (["stable", "complete_response"], r"'complete_response' is not a forecast category"),
+    ([], r"list of values of 'forecast_category' is empty"),
+    ({"min": 1}, r"something of type dict is not a forecast category"),
+    ([3], r"something of type int is not a forecast category"),
+    (["<script>" * 20], r"a text of 160 characters is not a forecast category"),
+])
+def test_a_bad_forecast_category_is_refused(forecast_tables, bad, message):
+    with pytest.raises(InputError, match=message) as info:
+        CohortDefinition.from_dict({"filters": {"forecast_category": bad}})
+    assert "progression, stable, partial_response" in info.value.fix
+    if bad:  # the builder's empty selection is no filter
+        with pytest.raises(InputError, match=message):
+            definition_from_controls("A", forecast=bad if isinstance(bad, list) else [bad])
+
+
+def test_forecast_category_without_forecasts_says_what_to_run(tables):
+    with pytest.raises(InputError, match="no growth forecasts") as info:
+        select({"filters": {"forecast_category": ["stable"]}}, tables)
+    assert "--stages discover" in info.value.fix

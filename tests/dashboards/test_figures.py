@@ -184,3 +184,56 @@ def test_overview_and_risk_figures_are_valid():
     risk = checked(figures.risk_figure(explain, top=2))
     assert list(risk.data[0].y) == ["feature: ldh", "neighbour: 000004"]
     assert "Nothing" in checked(figures.empty_figure("Nothing")).layout.annotations[0].text
+
+
+GROWTH_LESIONS = pd.DataFrame({"track_id": ["t1", "t1", "t2", "t2", "t2"],
+                               "lesion_id": list("abcde"), "day": [0, 50, 0, 50, 100],
+                               "long_mm": [10, 12, 20, 18, 15], "type": ["liver"] * 5})
+GROWTH_FORECASTS = pd.DataFrame({
+    "track_id": ["t1", "t1", "t2", "t2"], "lesion_id": ["b", "b", "e", "e"],
+    "patient_id": "p", "last_day": [50.0, 50.0, 100.0, 100.0],
+    "target_day": [140.0, 230.0, 190.0, 280.0], "long_mm": [13.0, 14.0, 13.0, 12.0],
+    "long_mm_lo": [10.0, 9.0, 10.0, 8.0], "long_mm_hi": [17.0, 21.0, 16.0, 18.0],
+    "method": "similarity"})
+
+
+def by_meta(fig: go.Figure, meta: str) -> list:
+    return [t for t in fig.data if t.meta == meta]
+
+
+def test_growth_figure_draws_each_forecast_dashed_from_the_last_measurement_over_its_band():
+    fig = checked(figures.growth_figure(GROWTH_LESIONS, GROWTH_FORECASTS))
+    measured, forecast, band = (by_meta(fig, m) for m in ("measured", "forecast", "band"))
+    assert len(measured) == len(forecast) == len(band) == 2
+    t2 = forecast[1]
+    assert t2.line.dash == "dash" and measured[1].line.dash is None
+    assert t2.line.color == measured[1].line.color
+    assert list(t2.x) == [100.0, 190.0, 280.0] and list(t2.y) == [15.0, 13.0, 12.0]
+    # the band runs out along the upper bounds and back along the lower ones, closed
+    assert band[1].fill == "toself"
+    assert list(band[1].x) == [100.0, 190.0, 280.0, 280.0, 190.0, 100.0]
+    assert list(band[1].y) == [15.0, 16.0, 18.0, 8.0, 10.0, 15.0]
+    assert band[1].fillcolor.startswith("rgba(")
+    # measurements are drawn last, on top of the bands and the dashed lines
+    assert [t.meta for t in fig.data][-2:] == ["measured", "measured"]
+
+
+def test_growth_figure_without_forecasts_shows_measurements_and_the_note():
+    fig = checked(figures.growth_figure(GROWTH_LESIONS, None, note="no growth forecast"))
+    assert {t.meta for t in fig.data} == {"measured"}
+    assert [a.text for a in fig.layout.annotations] == ["no growth forecast"]
+    empty = checked(figures.growth_figure(GROWTH_LESIONS, GROWTH_FORECASTS.iloc[:0]))
+    assert {t.meta for t in empty.data} == {"measured"}
+
+
+def test_growth_figure_forecasts_only_tracks_it_has_and_draws_similar_ones_thin_and_grey():
+    similar = pd.DataFrame({"query_track": ["t2"] * 4, "track_id": ["x", "x", "y", "y"],
+                            "patient_id": ["q1", "q1", "q2", "q2"],
+                            "day": [40.0, 100.0, 100.0, 160.0], "long_mm": [9, 10, 30, 33]})
+    fig = checked(figures.growth_figure(GROWTH_LESIONS, GROWTH_FORECASTS.iloc[2:], similar))
+    assert len(by_meta(fig, "forecast")) == 1
+    grey = by_meta(fig, "similar")
+    assert [list(t.y) for t in grey] == [[9, 10], [30, 33]]
+    assert all(t.line.color == figures.SIMILAR_COLOUR and t.line.width == 1 for t in grey)
+    assert [t.showlegend for t in grey] == [True, False]
+    assert fig.data[0].meta == "similar"  # beneath everything else
