@@ -244,8 +244,16 @@ def growth_view(explorer: Explorer, patient_id: str, show_similar: bool = False)
                     "per track (the forecaster's training lesions), each shifted so that "
                     "its matched lesion falls on this track's last day.",
                     style={"color": "#555"}))
-    fig = figures.growth_figure(named, mine, similar, note=note_text)
+    fig = figures.growth_figure(named, mine, similar, note=note_text,
+                                coverage=forecast_coverage(data))
     return fig, html.Div(lines, id="patient-forecast-body")
+
+
+def forecast_coverage(data) -> float:
+    """The nominal coverage of the forecast intervals (the discover stage's option)."""
+    record = data.manifest.get("stages", {}).get("discover") or {}
+    value = (record.get("config", {}).get("forecast") or {}).get("coverage", 0.8)
+    return float(value) if isinstance(value, (int, float)) and 0 < value < 1 else 0.8
 
 
 def _forecast_line(data, patient_id: str) -> html.Div:
@@ -260,7 +268,8 @@ def _forecast_line(data, patient_id: str) -> html.Div:
             f"diameters {r['sum_long_mm']:.0f} mm ({r['sum_lo']:.0f}-{r['sum_hi']:.0f}), "
             f"{str(r['category']).replace('_', ' ')}", id="patient-forecast-category",
             style={"fontWeight": 600}))
-    parts.append(html.Span(" · dashed: forecast; shaded: 80% interval",
+    share = f"{100 * forecast_coverage(data):.0f}%"
+    parts.append(html.Span(f" · dashed: forecast; shaded: {share} interval",
                            style={"color": "#555"}))
     return html.Div(parts)
 
