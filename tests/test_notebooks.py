@@ -9,7 +9,7 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
-NAMES = ["survival_associations.ipynb", "similar_patients.ipynb"]
+NAMES = ["survival_associations.ipynb", "similar_patients.ipynb", "growth_forecast.ipynb"]
 
 
 def execute(path: Path, parameters: dict, cwd: Path) -> nbformat.NotebookNode:
@@ -60,3 +60,22 @@ def test_similar_patients_runs(discovered, tmp_path):
     text = outputs_text(nb)
     assert f"patients most similar to {patient}" in text
     assert "log-rank p" in text
+
+
+def test_growth_forecast_runs(discovered, tmp_path):
+    from discovery import load_results
+
+    tracks = load_results(discovered).tracks
+    days = tracks.groupby("patient_id")["day"].nunique()
+    patient = sorted(days.index[days >= 2])[0]
+    nb = execute(NOTEBOOKS / "growth_forecast.ipynb",
+                 {"workspace": str(discovered.root), "patient_id": patient,
+                  "methods": ["carry_forward", "own_trend", "similarity"]}, tmp_path)
+    text = outputs_text(nb)
+    assert "backtest:" in text and "held-out patients" in text
+    assert "coverage per horizon bucket (nominal 0.8)" in text
+    assert f"patient {patient} at day" in text and "category" in text
+    images = [o for c in nb.cells for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    # one predicted-vs-measured plot per method, error by horizon, calibration, the patient
+    assert len(images) == 3 + 3
