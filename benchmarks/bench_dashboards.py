@@ -7,7 +7,8 @@ the figures measure the explorer, not the embeddings) and kept between runs:
 - each page's first render: the routing callback that builds the page, its figures
   included, called over HTTP in-process (Flask test client), p50 and p99;
 - the main callbacks (select a patient: its similar patients; their survival against
-  everyone else; its crops and growth; its graph neighbourhood; compare two cohorts), each
+  everyone else; its crops; its growth with forecasts, and with the similar lesions'
+  trajectories; its graph neighbourhood; compare two cohorts), each
   call on another patient or cohort so that no cache answers, p50 and p99. Target: p50
   under 500 ms;
 - 20 concurrent users posting the similar-patients callback on loopback for a bounded time
@@ -89,12 +90,19 @@ def bench_callbacks(bench: str, client, data, calls: int) -> None:
     def images(i):
         client.call("patient-crops.children", {"patient-select.value": patients[i]})
 
+    def growth(i, similar=()):
+        client.call("patient-growth.figure", {"patient-select.value": patients[i],
+                                              "patient-similar-tracks.value": list(similar)})
+
     def neighbourhood(i):
         client.call("patient-graph.elements", {"patient-select.value": patients[i]})
 
     for name, fn in (("select patient", select),
                      ("patient survival (similar vs everyone)", survival),
-                     ("patient crops and growth", images),
+                     ("patient crops", images),
+                     ("patient growth and forecast", growth),
+                     ("patient growth with similar lesions' trajectories",
+                      lambda i: growth(i, ["show"])),
                      ("patient graph neighbourhood", neighbourhood)):
         p50, p99 = latency_ms(fn, calls)
         record_latency(bench, name, p50, p99, calls, note)
