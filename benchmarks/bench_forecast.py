@@ -112,8 +112,10 @@ def true_diameters(root: Path, lesions: pd.DataFrame, studies: pd.DataFrame) -> 
     return pd.Series(values, index=lesions["lesion_id"].astype(str).to_numpy())
 
 
-def bench_backtest(bench: str, root: Path, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """The backtest's figures, a row per method (baseline: carry-forward)."""
+def bench_backtest(bench: str, root: Path, seed: int = 0,
+                   built_with: str = "") -> dict[str, pd.DataFrame]:
+    """The backtest's figures, a row per method (baseline: carry-forward); ``built_with``
+    says which generator built the cohort, when not the current sources."""
     from discovery.forecast import backtest
 
     data = _inputs(root)
@@ -122,7 +124,8 @@ def bench_backtest(bench: str, root: Path, seed: int = 0) -> dict[str, pd.DataFr
                    data["patient_embeddings"], data["records"], seed=seed, truth=truth)
     n_patients = data["lesions"]["patient_id"].nunique()
     where = (f"{n_patients}-patient synthetic cohort (seed {seed}), full pipeline; 30% of the "
-             "patients with follow-up held out, each one's last study hidden")
+             "patients with follow-up held out, each one's last study hidden"
+             + (f"; {built_with}" if built_with else ""))
     mae = res["mae"].set_index(["method", "history"])
     for history in ("1", ">=2"):
         cf = mae.loc[("carry_forward", history)]
