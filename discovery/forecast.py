@@ -19,7 +19,9 @@ Four methods side by side, all on ``log(long_mm)`` against the day:
 Neighbours come only from training patients, and never from the patient being forecast.
 Intervals are split conformal on held-out calibration patients (each one's last study
 forecast from the earlier ones), per horizon bucket and history class (1, 2, >= 3 measured
-days; a cell with under 30 residuals takes its bucket's), on absolute log residuals.
+days; a cell with under 30 residuals takes its class's), on absolute log residuals scaled by
+sqrt(c0 + c1 * horizon^2) (fitted on the training patients), so that a pooled quantile still
+widens with the horizon.
 """
 
 from __future__ import annotations
@@ -376,6 +378,7 @@ class GrowthForecaster:
         train = rows[~rows["patient_id"].isin(cal)]
         self.train_patients_ = np.array(sorted(set(train["patient_id"])))
         self._fit_core(train)
+        self.scale_ = self._fit_scale(train)
         # the calibration forecasts are those the backtest and the stage make: each patient's
         # full history to its next study (exchangeable with them, as the guarantee needs)
         hist, targets = pseudo_origins(rows[rows["patient_id"].isin(cal)], every=False)
@@ -559,17 +562,39 @@ class GrowthForecaster:
             "last_day": hstats["last_day"].to_numpy()[tpos], "target_day": day,
             "yhat": yhat, "n_days": hstats["n_days"].to_numpy()[tpos]})
 
+    def _fit_scale(self, train: pd.DataFrame) -> tuple[float, float]:
+        """(c0, c1) of the residual scale sqrt(c0 + c1 * (days ahead / 100)^2): noise plus
+        slope error growing with the horizon, fitted (non-negative least squares on squared
+        log residuals) to the method's forecasts of the training patients' own studies."""
+        from scipy.optimize import nnls
+
+        hist, targets = pseudo_origins(train, every=True)
+        if targets.empty:
+            return 1.0, 0.0
+        pred = self._predict_core(hist, pd.DataFrame({"track_id": targets["case"],
+                                                      "target_day": targets["day"]}))
+        r2 = (targets["y"].to_numpy() - pred["yhat"].to_numpy()) ** 2
+        h2 = ((pred["target_day"] - pred["last_day"]).to_numpy() / _SLOPE_SCALE) ** 2
+        coef, _ = nnls(np.column_stack([np.ones_like(h2), h2]), r2)
+        return max(float(coef[0]), 1e-4), float(coef[1])
+
+    def _scale(self, pred: pd.DataFrame) -> np.ndarray:
+        h = (pred["target_day"] - pred["last_day"]).to_numpy(float) / _SLOPE_SCALE
+        return np.sqrt(self.scale_[0] + self.scale_[1] * h ** 2)
+
     def _calibrate(self, pred: pd.DataFrame, y: np.ndarray) -> pd.DataFrame:
-        """Conformal half-widths (log scale) per horizon bucket and history class."""
-        score = np.abs(y - pred["yhat"].to_numpy())
+        """Conformal quantiles of the scaled absolute log residual per horizon bucket and
+        history class; a cell with too few residuals takes its history class's (the scale
+        makes the buckets comparable), or failing that all residuals'."""
+        score = np.abs(y - pred["yhat"].to_numpy()) / self._scale(pred)
         bucket = horizon_bucket(pred["target_day"] - pred["last_day"], self.buckets)
         hist = _history_class(pred["n_days"].to_numpy())
         rows = []
         overall = conformal_quantile(score, self.coverage)
-        for b in range(len(self.buckets) + 1):
-            pooled = conformal_quantile(score[bucket == b], self.coverage) \
-                if (bucket == b).sum() >= _MIN_BUCKET else overall
-            for h in (1, 2, 3):
+        for h in (1, 2, 3):
+            pooled = conformal_quantile(score[hist == h], self.coverage) \
+                if (hist == h).sum() >= _MIN_BUCKET else overall
+            for b in range(len(self.buckets) + 1):
                 sel = (bucket == b) & (hist == h)
                 q = conformal_quantile(score[sel], self.coverage) \
                     if sel.sum() >= _MIN_BUCKET else pooled
@@ -597,7 +622,7 @@ class GrowthForecaster:
         bucket = horizon_bucket(pred["target_day"] - pred["last_day"], self.buckets)
         q = self.quantiles_.set_index(["bucket", "history"])["q"]
         half = q.reindex(pd.MultiIndex.from_arrays(
-            [bucket, _history_class(pred["n_days"].to_numpy())])).to_numpy()
+            [bucket, _history_class(pred["n_days"].to_numpy())])).to_numpy() * self._scale(pred)
         y = pred.pop("yhat").to_numpy()
         pred["long_mm"] = np.exp(y)
         pred["long_mm_lo"] = np.exp(y - half)
