@@ -379,9 +379,13 @@ class GrowthForecaster:
         self.train_patients_ = np.array(sorted(set(train["patient_id"])))
         self._fit_core(train)
         self.scale_ = self._fit_scale(train)
-        # the calibration forecasts are those the backtest and the stage make: each patient's
-        # full history to its next study (exchangeable with them, as the guarantee needs)
-        hist, targets = pseudo_origins(rows[rows["patient_id"].isin(cal)], every=False)
+        # the calibration forecasts: every study of each calibration patient forecast from
+        # the studies before it. The stage and the backtest forecast from a patient's full
+        # history; conditional on the horizon bucket and the history class (how many days
+        # were measured), earlier origins are drawn from the same process, and using all of
+        # them gives two to three times the residuals (with only the last study, most
+        # bucket x history cells had too few and the quantile's sampling error dominated).
+        hist, targets = pseudo_origins(rows[rows["patient_id"].isin(cal)], every=True)
         pred = self._predict_core(hist, pd.DataFrame({"track_id": targets["case"],
                                                       "target_day": targets["day"]}))
         self.quantiles_ = self._calibrate(pred, targets["y"].to_numpy())
@@ -584,17 +588,17 @@ class GrowthForecaster:
 
     def _calibrate(self, pred: pd.DataFrame, y: np.ndarray) -> pd.DataFrame:
         """Conformal quantiles of the scaled absolute log residual per horizon bucket and
-        history class; a cell with too few residuals takes its history class's (the scale
-        makes the buckets comparable), or failing that all residuals'."""
+        history class; a cell with too few residuals takes its horizon bucket's (coverage is
+        promised per bucket), or failing that all residuals'."""
         score = np.abs(y - pred["yhat"].to_numpy()) / self._scale(pred)
         bucket = horizon_bucket(pred["target_day"] - pred["last_day"], self.buckets)
         hist = _history_class(pred["n_days"].to_numpy())
         rows = []
         overall = conformal_quantile(score, self.coverage)
         for h in (1, 2, 3):
-            pooled = conformal_quantile(score[hist == h], self.coverage) \
-                if (hist == h).sum() >= _MIN_BUCKET else overall
             for b in range(len(self.buckets) + 1):
+                pooled = conformal_quantile(score[bucket == b], self.coverage) \
+                    if (bucket == b).sum() >= _MIN_BUCKET else overall
                 sel = (bucket == b) & (hist == h)
                 q = conformal_quantile(score[sel], self.coverage) \
                     if sel.sum() >= _MIN_BUCKET else pooled
@@ -797,8 +801,6 @@ def forecast_on_day(model: GrowthForecaster, patient_id: str, day: float) -> Pat
                            float(s["sum_lo"]), float(s["sum_hi"]), float(sums["baseline_sum"]),
                            float(sums["nadir_sum"]), str(s["category"]))
 
-
-forecast_patient = forecast_on_day
 
 
 # -- backtest ------------------------------------------------------------------------------------
