@@ -7,9 +7,10 @@ Four methods side by side, all on ``log(long_mm)`` against the day:
   below two measured days);
 * ``mixed``: a linear mixed model with a random intercept and slope per track and fixed
   effects (their level and their change per day) for the coarse type, the first size, the
-  location and the numeric record fields; fitted by EM in numpy (vectorised over tracks,
-  seconds at DeepLesion scale, where statsmodels' MixedLM loops over 30k groups) and
-  predicted from the BLUP of the track's random effects given its history;
+  location and the numeric record fields (:mod:`discovery.forecast_mixed`); fitted by EM in
+  numpy (vectorised over tracks, seconds at DeepLesion scale, where statsmodels' MixedLM
+  loops over 30k groups) and predicted from the BLUP of the track's random effects given its
+  history;
 * ``similarity``: an empirical prior over the growth rate from the lesion's nearest training
   lesions (one FAISS search for all queries), the patient's most similar training patients
   and the patient's other tracks, stacked by a ridge fit on pseudo-forecasts of training
@@ -17,253 +18,53 @@ Four methods side by side, all on ``log(long_mm)`` against the day:
   from its residual spread, the own slope's from the measurement noise and the time span).
 
 Neighbours come only from training patients, and never from the patient being forecast.
-Intervals are split conformal on held-out calibration patients (each one's last study
-forecast from the earlier ones), per horizon bucket and history class (1, 2, >= 3 measured
-days; a cell with under 30 residuals takes its class's), on absolute log residuals scaled by
+Intervals are split conformal on held-out calibration patients (each of their studies
+forecast from the ones before it), per horizon bucket and history class (1, 2, >= 3 measured
+days; a cell with under 30 residuals takes its bucket's), on absolute log residuals scaled by
 sqrt(c0 + c1 * horizon^2) (fitted on the training patients), so that a pooled quantile still
 widens with the horizon.
+
+The track checks, history statistics, pseudo-forecasts and the conformal quantile are in
+:mod:`discovery.forecast_data`; patient sums and RECIST-style categories in
+:mod:`discovery.recist`. Their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from discovery.forecast_data import (
+    BUCKETS,
+    _check,
+    _embedding_lookup,
+    _numeric,
+    check_tracks,
+    conformal_quantile,
+    history_stats,
+    horizon_bucket,
+    noise_variance,
+    pseudo_origins,
+)
+from discovery.forecast_data import SLOPE_SCALE as _SLOPE_SCALE
+from discovery.forecast_mixed import _MixedLM, track_design
+from discovery.recist import (
+    CATEGORIES,
+    FORECAST_COLUMNS,
+    SUMMARY_COLUMNS,
+    patient_summary,
+    recist_category,
+    study_sums,
+)
 from patientgraph.errors import InputError
 
 METHODS = ("carry_forward", "own_trend", "mixed", "similarity")
 NEIGHBOURS = ("knn", "none", "random")
-FORECAST_COLUMNS = ["track_id", "lesion_id", "patient_id", "last_day", "target_day",
-                    "long_mm", "long_mm_lo", "long_mm_hi", "method"]
-SUMMARY_COLUMNS = ["patient_id", "target_day", "sum_long_mm", "sum_lo", "sum_hi", "category"]
-TRACK_COLUMNS = ("track_id", "lesion_id", "patient_id", "day", "long_mm")
-BUCKETS = (60.0, 120.0, 240.0)
-"""Upper bounds (days ahead) of the horizon buckets; a last bucket takes the rest."""
 _MIN_BUCKET = 30
 """Calibration residuals a bucket needs for its own quantile (else the horizon's pooled)."""
-_SLOPE_SCALE = 100.0  # slopes are fitted per 100 days: well-scaled numbers
-
-
-# -- input checks -------------------------------------------------------------------------------
-def _check(frame, name: str, columns: Sequence[str], fix: str) -> pd.DataFrame:
-    if not isinstance(frame, pd.DataFrame):
-        raise InputError(name, f"is not a table (got {type(frame).__name__})", fix)
-    for col in columns:
-        if col not in frame.columns:
-            raise InputError(name, f"has no column {col!r}", fix, column=col)
-    if frame.empty:
-        raise InputError(name, "is empty", fix)
-    return frame
-
-
-def _numeric(frame: pd.DataFrame, name: str, col: str, positive: bool = False) -> np.ndarray:
-    values = pd.to_numeric(frame[col], errors="coerce").to_numpy(float)
-    bad = ~np.isfinite(values) | ((values <= 0) if positive else False)
-    if bad.any():
-        what = "is not a positive number" if positive else "is not a number"
-        raise InputError(name, f"the value {what}", f"give every row a numeric {col}",
-                         row=int(np.flatnonzero(bad)[0]), column=col, more=int(bad.sum()) - 1)
-    return values
-
-
-def check_tracks(tracks: pd.DataFrame, name: str = "discovery/tracks.parquet") -> pd.DataFrame:
-    """The tracks as this module uses them (sorted by track and day), or an InputError."""
-    if tracks.attrs.get("forecast_checked") if isinstance(tracks, pd.DataFrame) else False:
-        return tracks  # already checked (rows of a checked table stay checked)
-    _check(tracks, name, TRACK_COLUMNS, "give the tracks of discovery.tracking.track_lesions "
-           "(track_id, lesion_id, patient_id, day, long_mm)")
-    out = pd.DataFrame({c: tracks[c].astype(str).to_numpy() for c in TRACK_COLUMNS[:3]})
-    out["day"] = _numeric(tracks, name, "day")
-    out["long_mm"] = _numeric(tracks, name, "long_mm", positive=True)
-    out["y"] = np.log(out["long_mm"].to_numpy())
-    out = out.sort_values(["track_id", "day"], kind="stable", ignore_index=True)
-    out.attrs["forecast_checked"] = True
-    return out
-
-
-def _embedding_lookup(frame, name: str, key: str) -> tuple[pd.Index, np.ndarray] | None:
-    if frame is None:
-        return None
-    _check(frame, name, (key, "embedding"), "give the embed stage's table "
-           f"({key}, embedding)")
-    vectors = np.stack(frame["embedding"].to_numpy()).astype(np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return pd.Index(frame[key].astype(str)), vectors / np.where(norms > 0, norms, 1.0)
-
-
-# -- per-track history statistics --------------------------------------------------------------
-def history_stats(tracks: pd.DataFrame) -> pd.DataFrame:
-    """Per track (checked tracks): n, n_days, tbar, ybar, sxx, sxy, slope, last day/size/lesion."""
-    g = tracks.groupby("track_id", sort=True)
-    # one forecast's tracks: the patient's, or with pseudo-origins the patient's at one origin
-    group = tracks["patient_id"] if "origin" not in tracks.columns else (
-        tracks["patient_id"] + "@" + tracks["origin"].astype(str))
-    out = pd.DataFrame({"patient_id": g["patient_id"].first(), "n": g.size(),
-                        "group": group.groupby(tracks["track_id"], sort=True).first(),
-                        "n_days": g["day"].nunique(), "tbar": g["day"].mean(),
-                        "ybar": g["y"].mean(), "first_day": g["day"].min(),
-                        "first_y": g["y"].first(), "last_day": g["day"].max(),
-                        "last_y": g["y"].last(), "lesion_id": g["lesion_id"].last()})
-    dt = tracks["day"].to_numpy() - tracks["track_id"].map(out["tbar"]).to_numpy()
-    dy = tracks["y"].to_numpy() - tracks["track_id"].map(out["ybar"]).to_numpy()
-    sums = pd.DataFrame({"sxx": dt * dt, "sxy": dt * dy, "syy": dy * dy,
-                         "track_id": tracks["track_id"].to_numpy()}).groupby("track_id").sum()
-    out = out.join(sums)
-    ok = (out["n_days"] >= 2) & (out["sxx"] > 0)
-    out["slope"] = (out["sxy"] / out["sxx"].where(ok)).astype(float)
-    # the last segment: from the mean of the last-but-one measured day to that of the last
-    per_day = tracks.groupby(["track_id", "day"], sort=True)["y"].mean().reset_index()
-    last2 = per_day.groupby("track_id").tail(2)
-    g2 = last2.groupby("track_id")
-    rise = g2["y"].last() - g2["y"].first()
-    run = g2["day"].last() - g2["day"].first()
-    out["seg_slope"] = (rise / run.where(run > 0)).reindex(out.index).astype(float)
-    return out
-
-
-def noise_variance(stats: pd.DataFrame, default: float = 0.01) -> float:
-    """Pooled residual variance of log size around each track's line (tracks with >= 3 days)."""
-    s = stats[(stats["n_days"] >= 3) & (stats["sxx"] > 0)]
-    if s.empty:
-        return default
-    rss = (s["syy"] - s["sxy"] ** 2 / s["sxx"]).clip(lower=0).sum()
-    return max(float(rss / (s["n"] - 2).sum()), 1e-4)
-
-
-def pseudo_origins(tracks: pd.DataFrame, every: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Forecasts a patient's own later studies pose: (history rows, targets).
-
-    For each patient and each study day k after the first (only the last when ``every`` is
-    False), the history is every measurement before k (the rows get ``case`` = track_id@k as
-    their track) and the targets are the tracks' measurements at k. Targets whose track has
-    no history are left out (nothing to forecast from).
-    """
-    days = tracks[["patient_id", "day"]].drop_duplicates()
-    days = days.assign(rank=days.groupby("patient_id")["day"].rank(method="dense"))
-    days = days[days["rank"] > 1]
-    if not every:
-        days = days[days["day"] == days.groupby("patient_id")["day"].transform("max")]
-    pairs = tracks.merge(days[["patient_id", "day"]].rename(columns={"day": "origin"}),
-                         on="patient_id")
-    hist = pairs[pairs["day"] < pairs["origin"]].copy()
-    hist["case"] = hist["track_id"] + "@" + hist["origin"].astype(int).astype(str)
-    targets = pairs[pairs["day"] == pairs["origin"]].copy()
-    targets["case"] = targets["track_id"] + "@" + targets["origin"].astype(int).astype(str)
-    targets = targets[targets["case"].isin(set(hist["case"]))]
-    hist = hist.assign(track_id=hist["case"])
-    targets = targets[["case", "track_id", "patient_id", "day", "y", "long_mm"]]
-    return hist.drop(columns=["case"]), targets.reset_index(drop=True)
-
-
-# -- conformal -------------------------------------------------------------------------------------
-def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
-    """Split-conformal quantile: the ceil((n+1) * coverage)-th smallest score (inf if n small)."""
-    scores = np.sort(np.asarray(scores, float))
-    n = len(scores)
-    rank = math.ceil((n + 1) * coverage)
-    return float("inf") if rank > n or n == 0 else float(scores[rank - 1])
-
-
-def horizon_bucket(days_ahead: np.ndarray, buckets: Sequence[float] = BUCKETS) -> np.ndarray:
-    """0 for <= buckets[0] days ahead, 1 for <= buckets[1], ..., len(buckets) beyond."""
-    return np.searchsorted(np.asarray(buckets, float), np.asarray(days_ahead, float), "left")
-
-
-# -- the mixed model -------------------------------------------------------------------------------
-class _MixedLM:
-    """log size = X b + (u0 + u1 t) per track + noise, by EM; t = days since the first / 100."""
-
-    def fit(self, rows: pd.DataFrame, design: pd.DataFrame, iters: int = 60) -> _MixedLM:
-        codes, tracks = pd.factorize(rows["track_id"])
-        t = (rows["day"].to_numpy() - rows.groupby("track_id")["day"].transform("min")
-             .to_numpy()) / _SLOPE_SCALE
-        z = design.reindex(tracks).to_numpy(float)[codes]
-        x = np.column_stack([np.ones(len(t)), t, z, z * t[:, None]])
-        y = rows["y"].to_numpy(float)
-        self.columns_ = list(design.columns)
-        pinv = np.linalg.pinv(x.T @ x + 1e-6 * np.eye(x.shape[1])) @ x.T
-        m = len(tracks)
-        n, st, stt = (np.bincount(codes, w, m) for w in (np.ones_like(t), t, t * t))
-        beta = pinv @ y
-        g = np.diag([0.1, 0.01])
-        s2 = 0.01
-        for _ in range(iters):
-            r = y - x @ beta
-            mean, cov = _posterior(g, s2, n, st, stt, np.bincount(codes, r, m),
-                                   np.bincount(codes, r * t, m))
-            beta = pinv @ (y - mean[codes, 0] - mean[codes, 1] * t)
-            g = (np.einsum("ti,tj->ij", mean, mean) + cov.sum(0)) / m
-            e = y - x @ beta - mean[codes, 0] - mean[codes, 1] * t
-            trace = cov[:, 0, 0] * n + 2 * cov[:, 0, 1] * st + cov[:, 1, 1] * stt
-            s2 = max(float((e @ e + trace.sum()) / len(y)), 1e-6)
-        self.beta_, self.g_, self.s2_ = beta, g, s2
-        return self
-
-    def predict(self, rows: pd.DataFrame, design: pd.DataFrame, first_day: pd.Series,
-                targets: pd.DataFrame) -> np.ndarray:
-        """log size at ``targets`` (track_id, target_day) given each track's ``rows``."""
-        codes, tracks = pd.factorize(rows["track_id"])
-        t0 = first_day.reindex(tracks).to_numpy()
-        t = (rows["day"].to_numpy() - t0[codes]) / _SLOPE_SCALE
-        z = design.reindex(tracks)[self.columns_].to_numpy(float)
-        zr = z[codes]
-        x = np.column_stack([np.ones(len(t)), t, zr, zr * t[:, None]])
-        r = rows["y"].to_numpy(float) - x @ self.beta_
-        m = len(tracks)
-        sums = (np.bincount(codes, w, m) for w in (np.ones_like(t), t, t * t, r, r * t))
-        mean, _ = _posterior(self.g_, self.s2_, *sums)
-        pos = pd.Index(tracks).get_indexer(targets["track_id"])
-        tt = (targets["target_day"].to_numpy(float) - t0[pos]) / _SLOPE_SCALE
-        zt = z[pos]
-        xt = np.column_stack([np.ones(len(tt)), tt, zt, zt * tt[:, None]])
-        return xt @ self.beta_ + mean[pos, 0] + mean[pos, 1] * tt
-
-
-def _posterior(g, s2, n, st, stt, sr, srt):
-    """Per track: posterior mean (m, 2) and covariance (m, 2, 2) of its random effects."""
-    ginv = np.linalg.inv(g + 1e-9 * np.eye(2))
-    prec = np.empty((len(n), 2, 2))
-    prec[:, 0, 0], prec[:, 0, 1], prec[:, 1, 1] = n / s2, st / s2, stt / s2
-    prec[:, 1, 0] = prec[:, 0, 1]
-    cov = np.linalg.inv(prec + ginv)
-    mean = np.einsum("tij,tj->ti", cov, np.column_stack([sr, srt]) / s2)
-    return mean, cov
-
-
-def track_design(stats: pd.DataFrame, lesions: pd.DataFrame | None,
-                 records: pd.DataFrame | None) -> pd.DataFrame:
-    """Per-track fixed-effect covariates: coarse type, first size, location, record fields.
-
-    Each column is centred and scaled on the given tracks; a missing value is 0 (the mean),
-    so a covariate no track has drops out. Columns with no spread are left out.
-    """
-    cols: dict[str, np.ndarray] = {"first_size": stats["first_y"].to_numpy(float)}
-    if lesions is not None:
-        lz = lesions.set_index(lesions["lesion_id"].astype(str))
-        last = stats["lesion_id"]
-        for c in ("loc_x", "loc_y", "loc_z"):
-            if c in lz.columns:
-                cols[c] = pd.to_numeric(lz[c], errors="coerce").reindex(last).to_numpy(float)
-        if "coarse_type" in lz.columns:
-            kind = pd.to_numeric(lz["coarse_type"], errors="coerce").reindex(last).to_numpy()
-            for value in np.unique(kind[np.isfinite(kind)]):
-                cols[f"type_{int(value)}"] = (kind == value).astype(float)
-    if records is not None and "patient_id" in records.columns:
-        rec = records.set_index(records["patient_id"].astype(str))
-        for c in rec.columns:
-            values = pd.to_numeric(rec[c], errors="coerce")
-            if c != "patient_id" and values.notna().any():
-                cols[f"rec_{c}"] = values.reindex(stats["patient_id"]).to_numpy(float)
-    out = {}
-    for name, v in cols.items():
-        mu, sd = np.nanmean(v) if np.isfinite(v).any() else 0.0, np.nanstd(v)
-        if np.isfinite(sd) and sd > 1e-9:
-            out[name] = np.nan_to_num((v - mu) / sd)
-    return pd.DataFrame(out, index=stats.index)
 
 
 # -- the estimator ---------------------------------------------------------------------------------
@@ -655,65 +456,6 @@ def _ridge(x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float = 1e-3) -> 
     return np.linalg.solve(x.T @ xw + pen + 1e-12 * np.eye(x.shape[1]), xw.T @ y)
 
 
-# -- patients: sums and RECIST-style categories -------------------------------------------------
-CATEGORIES = ("partial_response", "stable", "progression")
-
-
-def recist_category(baseline_sum: float, forecast_sum: float,
-                    nadir_sum: float | None = None) -> str:
-    """RECIST-style category of a sum of long diameters (mm).
-
-    "progression" if the sum is >= 1.2 x the reference and >= reference + 5 mm, where the
-    reference is the nadir (the smallest sum so far; ``baseline_sum`` when not given), as
-    RECIST 1.1 measures progression from the nadir; "partial_response" if it is <= 0.7 x
-    the baseline (RECIST measures response from the baseline); else "stable".
-    """
-    ref = baseline_sum if nadir_sum is None else nadir_sum
-    if forecast_sum >= 1.2 * ref and forecast_sum >= ref + 5.0:
-        return "progression"
-    if forecast_sum <= 0.7 * baseline_sum:
-        return "partial_response"
-    return "stable"
-
-
-def study_sums(tracks: pd.DataFrame) -> pd.DataFrame:
-    """Per patient: baseline_sum (sum of long_mm at the first study day), nadir_sum (the
-    smallest such sum over its study days) and last_day (its last study day)."""
-    rows = check_tracks(tracks)
-    per_day = rows.groupby(["patient_id", "day"])["long_mm"].sum().reset_index()
-    g = per_day.groupby("patient_id")
-    return pd.DataFrame({"baseline_sum": g["long_mm"].first(), "nadir_sum": g["long_mm"].min(),
-                         "last_day": g["day"].max()})
-
-
-def patient_summary(forecasts: pd.DataFrame, tracks: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per patient and target day: the forecast sum of long diameters and its category.
-
-    The sum is over the patient's tracks measured at its last study (the lesions still
-    seen); ``sum_lo``/``sum_hi`` add up the tracks' bounds (conservative: it assumes the
-    errors of one patient's lesions move together). The category compares the sum with the
-    baseline and nadir of ``study_sums(tracks)`` (default: ``forecasts.attrs["sums"]``, set
-    by :func:`forecast_tracks`).
-    """
-    _check(forecasts, "forecasts", FORECAST_COLUMNS, "give the table of forecast_tracks")
-    sums = study_sums(tracks) if tracks is not None else forecasts.attrs.get("sums")
-    if isinstance(sums, dict):
-        sums = pd.DataFrame(sums)
-    if sums is None:
-        raise InputError("forecasts", "carries no baseline sums", "pass tracks=, the tracks "
-                         "the forecasts were made from")
-    f = forecasts[forecasts["last_day"] == forecasts.groupby("patient_id")["last_day"]
-                  .transform("max")]
-    out = f.groupby(["patient_id", "target_day"], sort=True).agg(
-        sum_long_mm=("long_mm", "sum"), sum_lo=("long_mm_lo", "sum"),
-        sum_hi=("long_mm_hi", "sum")).reset_index()
-    base = sums["baseline_sum"].reindex(out["patient_id"]).to_numpy()
-    nadir = sums["nadir_sum"].reindex(out["patient_id"]).to_numpy()
-    out["category"] = [recist_category(b, s, n) if np.isfinite(b) else "unknown"
-                       for b, s, n in zip(base, out["sum_long_mm"], nadir, strict=True)]
-    return out[SUMMARY_COLUMNS]
-
-
 # -- the discover stage's and the explorer's entry points --------------------------------------
 def forecast_tracks(tracks: pd.DataFrame, lesions: pd.DataFrame | None,
                     lesion_embeddings: pd.DataFrame | None,
@@ -892,3 +634,12 @@ def forecast_targets(tracks: pd.DataFrame, horizons: Sequence[float] = (90, 180)
     patient's next study day after the track's last (where ``next_days`` gives one) and at
     last_day + each horizon. For a fitted model's ``predict``."""
     return _targets(check_tracks(tracks), horizons, next_days)
+
+
+__all__ = [
+    "BACKTEST_METHODS", "BUCKETS", "CATEGORIES", "FORECAST_COLUMNS", "METHODS", "NEIGHBOURS",
+    "SUMMARY_COLUMNS", "GrowthForecaster", "PatientForecast", "backtest", "check_tracks",
+    "conformal_quantile", "forecast_on_day", "forecast_targets", "forecast_tracks",
+    "history_stats", "horizon_bucket", "noise_variance", "patient_summary", "pseudo_origins",
+    "recist_category", "study_sums",
+]

@@ -62,13 +62,18 @@ def load_results(workspace: str | Path | Workspace) -> DiscoveryResults:
     return DiscoveryResults(**tables, metrics=metrics)
 
 
+FORECAST_MODULES = ("forecast.py", "forecast_data.py", "forecast_mixed.py", "recist.py")
+"""The files of ``discovery/`` that a pickled growth forecaster runs."""
+
+
 def forecaster_code() -> str:
     """A hash of the forecasting code: a model pickled by other code is refitted, not run."""
     import hashlib
 
-    import discovery.forecast
-
-    return hashlib.sha256(Path(discovery.forecast.__file__).read_bytes()).hexdigest()[:16]
+    h = hashlib.sha256()
+    for name in FORECAST_MODULES:
+        h.update(name.encode() + b"\0" + (Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def load_forecaster(workspace: str | Path | Workspace):
