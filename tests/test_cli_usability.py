@@ -175,6 +175,7 @@ def test_info_is_a_short_table(discovered):
     assert "lesions embedded" in rows["embed"] and "training epochs" in rows["embed"]
     assert "lesion vectors" in rows["index"] and "nodes" in rows["graph"]
     assert "edges" in rows["graph"] and "clusters" in rows["discover"]
+    assert "tracks forecast" in rows["discover"]
     assert "history" not in res.stdout and "{" not in res.stdout
     assert max(map(len, lines)) < 140
 

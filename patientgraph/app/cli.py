@@ -406,7 +406,8 @@ def _stage_counts(stage: str, summary: dict) -> str:
                   ("similarity edges", _total(num("lesion_edges"), num("patient_edges")))],
         "discover": [("clusters", num("clusters")), ("biomarkers", num("graph", "Biomarker")),
                      ("candidates", num("candidates")), ("findings q<0.05",
-                                                         num("findings_q05"))],
+                                                         num("findings_q05")),
+                     ("tracks forecast", num("forecast_tracks"))],
     }.get(stage, [(k.replace("_", " "), num(k)) for k in list(summary)[:4]])
     parts = [f"{label} {value:g}" for label, value in counts if value is not None]
     if stage == "embed" and "checkpoint" in training:
