@@ -60,11 +60,17 @@ def serving(app, kind: str = "waitress"):
     if kind == "waitress":
         server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4,
                                         ident="patientgraph")
-        port, run = int(server.effective_port), server.run
+        port, stopping = int(server.effective_port), threading.Event()
 
-        def stop():
+        def run():
+            # the server's own thread closes its sockets: closing them from another thread
+            # while it waits in select() raised EBADF there
+            while not stopping.is_set():
+                wasyncore.loop(timeout=0.05, map=server._map, count=1)
             server.task_dispatcher.shutdown()
             wasyncore.close_all(server._map)
+
+        stop = stopping.set
     else:
         server = make_server("127.0.0.1", 0, app, threaded=True)
         port, run = server.port, server.serve_forever
