@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
+from discovery.recist import CATEGORIES
+from graphdb.schema import FORECAST_HORIZONS
 from patientgraph.errors import InputError
 from patientgraph.options import env_number
 from patientgraph.workspace import Workspace
@@ -30,10 +32,11 @@ from patientgraph.workspace import Workspace
 DISCOVERY_DIR = "discovery"
 DISCOVERY_TABLES = ("clusters", "cluster_summary", "tracks", "patient_growth", "candidates",
                     "biomarkers", "risk", "risk_explain", "forecasts", "patient_forecasts")
-FORECAST_CATEGORIES = ("progression", "stable", "partial_response")
-"""The forecast categories a cohort can select (discovery.forecast's RECIST-style ones)."""
-FORECAST_HORIZON = 180.0
-"""Days after a patient's last study of the forecast the explorer shows and splits by."""
+FORECAST_CATEGORIES = tuple(reversed(CATEGORIES))
+"""The forecast categories a cohort can select (discovery.recist's, worst first)."""
+FORECAST_HORIZON = float(max(FORECAST_HORIZONS))
+"""Days after a patient's last study of the forecast the explorer shows and splits by (the
+discover stage's longest default horizon)."""
 SIMILAR_TRACKS_K = 5
 COARSE_TYPE_NAMES = {1: "bone", 2: "abdomen", 3: "mediastinum", 4: "liver", 5: "lung",
                      6: "kidney", 7: "soft tissue", 8: "pelvis"}

@@ -63,6 +63,8 @@ from patientgraph.errors import InputError
 
 METHODS = ("carry_forward", "own_trend", "mixed", "similarity")
 NEIGHBOURS = ("knn", "none", "random")
+MIN_FOLLOWED = 4
+"""Patients with more than one study day that a forecaster needs (training and calibration)."""
 _MIN_BUCKET = 30
 """Calibration residuals a bucket needs for its own quantile (else the horizon's pooled)."""
 
@@ -168,7 +170,7 @@ class GrowthForecaster:
                                                   "embeddings/patients.parquet", "patient_id")
         days = rows.groupby("patient_id")["day"].nunique()
         followed = np.sort(days.index[days >= 2].to_numpy())
-        if len(followed) < 4:
+        if len(followed) < MIN_FOLLOWED:
             raise InputError("discovery/tracks.parquet", f"only {len(followed)} patients have "
                              "more than one study day", "forecast a cohort where at least 4 "
                              "patients have follow-up")
@@ -637,8 +639,8 @@ def forecast_targets(tracks: pd.DataFrame, horizons: Sequence[float] = (90, 180)
 
 
 __all__ = [
-    "BACKTEST_METHODS", "BUCKETS", "CATEGORIES", "FORECAST_COLUMNS", "METHODS", "NEIGHBOURS",
-    "SUMMARY_COLUMNS", "GrowthForecaster", "PatientForecast", "backtest", "check_tracks",
+    "BACKTEST_METHODS", "BUCKETS", "CATEGORIES", "FORECAST_COLUMNS", "METHODS", "MIN_FOLLOWED",
+    "NEIGHBOURS", "SUMMARY_COLUMNS", "GrowthForecaster", "PatientForecast", "backtest", "check_tracks",
     "conformal_quantile", "forecast_on_day", "forecast_targets", "forecast_tracks",
     "history_stats", "horizon_bucket", "noise_variance", "patient_summary", "pseudo_origins",
     "recist_category", "study_sums",

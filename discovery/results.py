@@ -162,7 +162,8 @@ def forecast_batch(workspace: str | Path | Workspace,
     model = load_forecaster(ws)
     hist = model.history_
     known = pd.unique(hist["patient_id"])
-    pids = table["patient_id"].astype(str).str.strip().map(lambda v: resolve_id(v, known))
+    typed = table["patient_id"].astype(str).str.strip()
+    pids = typed.map({v: resolve_id(v, known) for v in pd.unique(typed)})
     days = pd.to_numeric(table["day"], errors="coerce")
     fail_rows(source, ~np.isfinite(days.to_numpy(float)), "day", "the day is not a number",
               "give the day as a number of days since the patient's first study")
@@ -174,7 +175,7 @@ def forecast_batch(workspace: str | Path | Workspace,
               "the day is not after the patient's last study",
               "forecast days after each patient's last study; earlier days are measured")
     asked = pd.DataFrame({"patient_id": pids.to_numpy(), "day": days.to_numpy(float)})
-    tracks = hist.groupby("track_id")["patient_id"].first().rename_axis("track_id")
+    tracks = hist.groupby("track_id")["patient_id"].first()
     pairs = asked.drop_duplicates().merge(tracks.reset_index(), on="patient_id")
     pred = model.predict(pd.DataFrame({"track_id": pairs["track_id"],
                                        "target_day": pairs["day"]}))

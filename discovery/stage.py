@@ -60,8 +60,6 @@ KNN = {"lesion_knn": "index/lesion_knn.parquet", "patient_knn": "index/patient_k
 PARTS = ("clusters", "tracking", "forecast", "scan", "gnn")
 DEFAULTS: dict[str, Any] = {part: {} for part in PARTS} | {"graph": None, "write_graph": True}
 
-MIN_FOLLOWED = 4
-"""Patients with more than one study day that the growth forecaster needs."""
 
 Echo = Callable[[str], None]
 
@@ -167,6 +165,7 @@ def fit_forecasts(tracks: pd.DataFrame, data: Mapping[str, pd.DataFrame],
     """
     from discovery.forecast import (
         FORECAST_COLUMNS,
+        MIN_FOLLOWED,
         SUMMARY_COLUMNS,
         GrowthForecaster,
         forecast_targets,
