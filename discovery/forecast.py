@@ -640,8 +640,8 @@ def forecast_targets(tracks: pd.DataFrame, horizons: Sequence[float] = (90, 180)
 
 __all__ = [
     "BACKTEST_METHODS", "BUCKETS", "CATEGORIES", "FORECAST_COLUMNS", "METHODS", "MIN_FOLLOWED",
-    "NEIGHBOURS", "SUMMARY_COLUMNS", "GrowthForecaster", "PatientForecast", "backtest", "check_tracks",
-    "conformal_quantile", "forecast_on_day", "forecast_targets", "forecast_tracks",
+    "NEIGHBOURS", "SUMMARY_COLUMNS", "GrowthForecaster", "PatientForecast", "backtest",
+    "check_tracks", "conformal_quantile", "forecast_on_day", "forecast_targets", "forecast_tracks",
     "history_stats", "horizon_bucket", "noise_variance", "patient_summary", "pseudo_origins",
     "recist_category", "study_sums",
 ]
