@@ -152,6 +152,51 @@ def bench_backtest(bench: str, root: Path, seed: int = 0,
     return res
 
 
+def bench_ceiling(bench: str, root: Path, seeds=(0, 1, 2)) -> None:
+    """What knowing each lesion's true trajectory would give on the backtest's held-out
+    studies: the target forecast as the true diameter times the track's mean reader error
+    over its history (the level the recorded history shows, the growth the truth gives), and
+    the true diameter itself (the reader-noise floor). Means over the held-out splits."""
+    from discovery.forecast import check_tracks
+    from discovery.forecast_data import pseudo_origins
+
+    data = _inputs(root)
+    truth = true_diameters(root, data["lesions"], data["studies"])
+    rows = check_tracks(data["tracks"])
+    days = rows.groupby("patient_id")["day"].nunique()
+    followed = np.sort(days.index[days >= 2].to_numpy())
+    at = rows.set_index(["track_id", "day"])["lesion_id"]
+    figures: dict[tuple[str, str], list] = {}
+    for seed in seeds:  # the held-out patients of backtest(seed=seed)
+        rng = np.random.default_rng(seed + 7919)
+        test = set(rng.choice(followed, max(1, round(0.3 * len(followed))),
+                              replace=False).tolist())
+        hist, targ = pseudo_origins(rows[rows["patient_id"].isin(test)], every=False)
+        off = np.log(hist["long_mm"].to_numpy()) - np.log(
+            truth.reindex(hist["lesion_id"].astype(str)).to_numpy())
+        g = pd.DataFrame({"case": hist["track_id"], "off": off, "day": hist["day"]}) \
+            .groupby("case")
+        true_mm = truth.reindex(at.reindex(pd.MultiIndex.from_arrays(
+            [targ["track_id"], targ["day"]])).astype(str).to_numpy()).to_numpy()
+        history = np.where(g["day"].nunique().reindex(targ["case"]).to_numpy() >= 2, ">=2", "1")
+        actual = targ["long_mm"].to_numpy()
+        for name, pred in (
+                ("oracle: true trajectory, level from the recorded history",
+                 np.exp(g["off"].mean().reindex(targ["case"]).to_numpy()) * true_mm),
+                ("oracle: true diameter, the reader-noise floor", true_mm)):
+            for h in ("1", ">=2"):
+                sel = (history == h) & np.isfinite(pred)
+                figures.setdefault((name, h), []).append(
+                    (float(np.mean(np.abs(pred[sel] - actual[sel]))), int(sel.sum())))
+    for (name, h), values in figures.items():
+        record(bench, f"next-study MAE vs recorded, {h} earlier [{name}], "
+                      f"{len(seeds)}-split mean", float(np.mean([v for v, _ in values])), "mm",
+               n=int(np.mean([n for _, n in values])), higher_is_better=False,
+               note="the held-out studies of backtest seeds "
+                    f"{', '.join(map(str, seeds))}; a ceiling no forecast from the recorded "
+                    "history can reach, beside the methods' rows")
+
+
 def scaled_inputs(data: dict[str, Any], n_patients: int, seed: int = 0) -> dict[str, Any]:
     """The cohort's tables copied (patients renamed, embeddings jittered) up to n_patients."""
     rng = np.random.default_rng(seed)
@@ -213,6 +258,7 @@ def main(quick: bool = False) -> None:
     root = forecast_workspace(300 if quick else PATIENTS,
                               embed={"preset": "fast"} if quick else None)
     bench_backtest(bench, root)
+    bench_ceiling(bench, root, seeds=(0,) if quick else (0, 1, 2))
     bench_speed(bench, root, n_patients=600 if quick else 4427)
 
 
