@@ -11,6 +11,12 @@ per distinct key, instead of two key-index seeks per edge), and a load into a la
 edge kind that has nothing yet uses CREATE instead of MERGE. Anything else merges: a rerun
 after a partial load, and any retry of a batch (whose commit may have happened), so a
 rerun completes the graph without duplicates.
+
+:meth:`Neo4jStore.write_graph` (the graph stage's load) goes further on a server that
+:mod:`graphdb.server` runs here, when its database is empty: it stops the server, writes the
+store files with Neo4j's bulk importer and starts it again (:mod:`graphdb.bulk`, which says
+when that applies). Elsewhere it loads through ``UNWIND`` as above; ``load_path`` says which
+path the last load took and why.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import numpy as np
 import pandas as pd
 from neo4j.exceptions import AuthError, ClientError, DriverError, Neo4jError, TransientError
 
-from graphdb import cypher
+from graphdb import bulk, cypher
 from graphdb.errors import (
     GraphAuthError,
     GraphConnectionError,
@@ -40,7 +46,8 @@ from graphdb.errors import (
 )
 from graphdb.filters import compile_filters
 from graphdb.schema import BOOLEAN, DOUBLE, INT64, NODES, STRING, EdgeType, NodeType
-from graphdb.store import GraphStore
+from graphdb.server import ServerError
+from graphdb.store import GraphStore, Progress
 from graphdb.target import redact
 from patientgraph.errors import InputError
 
@@ -49,6 +56,9 @@ from patientgraph.errors import InputError
 # work being the limit. Larger batches only grow each transaction's memory, which the
 # server caps, so a small one that is as fast.
 BATCH_SIZE = 5_000
+# Rows from which write_graph (bulk_import=None) takes the bulk import where it applies: it
+# stops and starts the server, whose fixed cost (tens of seconds) a small load does not repay.
+BULK_MIN_ROWS = 2_000_000
 # Keys per node-id lookup query.
 LOOKUP_BATCH = 50_000
 # Properties that cohort filters start from; indexed on the server.
@@ -76,13 +86,25 @@ class _Drivers:
         key = (uri, secret, retry_s, timeout_s)
         with self._lock:
             if key not in self._drivers:
-                driver = neo4j.GraphDatabase.driver(
-                    uri, auth=auth, max_transaction_retry_time=retry_s,
-                    connection_timeout=timeout_s, connection_acquisition_timeout=timeout_s,
-                    notifications_min_severity="OFF")
-                self._drivers[key] = [driver, 0]
+                args = dict(uri=uri, auth=auth, max_transaction_retry_time=retry_s,
+                            connection_timeout=timeout_s,
+                            connection_acquisition_timeout=timeout_s,
+                            notifications_min_severity="OFF")
+                self._drivers[key] = [neo4j.GraphDatabase.driver(**args), 0, args]
             self._drivers[key][1] += 1
             return key, self._drivers[key][0]
+
+    def driver(self, key: tuple) -> neo4j.Driver:
+        with self._lock:
+            return self._drivers[key][0]
+
+    def renew(self, key: tuple) -> None:
+        """Replace the driver of ``key`` with a new one, for every store that shares it
+        (after a server restart the old one's pooled connections are dead)."""
+        with self._lock:
+            entry = self._drivers[key]
+            old, entry[0] = entry[0], neo4j.GraphDatabase.driver(**entry[2])
+        old.close()
 
     def release(self, key: tuple) -> None:
         with self._lock:
@@ -104,17 +126,28 @@ class Neo4jStore(GraphStore):
     ``batch_size`` rows go in each write transaction; ``retry_s`` bounds the driver's
     retries of a transaction on transient errors (a restarting server, a lost connection);
     ``timeout_s`` bounds connecting. Needs Neo4j 5.13 or newer (``valueType``).
+
+    ``bulk_import`` chooses how :meth:`write_graph` loads into an empty database of the
+    server that :mod:`graphdb.server` runs from ``server_home`` (its state folder; default
+    ``PATIENTGRAPH_NEO4J_HOME``): None imports loads of at least :data:`BULK_MIN_ROWS`
+    rows with the bulk importer, True any load, False none (see :mod:`graphdb.bulk`).
     """
 
     dialect = "neo4j"
     #: write every batch as MERGE on the nodes' keys (the former load path; bench_graph
     #: sets it to measure the fresh-load path against it in the same run)
     merge_by_key = False
+    #: how the last write_graph loaded: ("import", seconds of each step) or ("unwind", why)
+    load_path: tuple[str, Any] | None = None
 
     def __init__(self, uri: str, read_only: bool = False, *, database: str | None = None,
                  batch_size: int = BATCH_SIZE, retry_s: float = 30.0, timeout_s: float = 10.0,
-                 query_timeout_s: float | None = None):
+                 query_timeout_s: float | None = None, bulk_import: bool | None = None,
+                 server_home: str | os.PathLike | None = None):
         super().__init__(redact(uri), read_only)
+        self._uri = uri
+        self.bulk_import = bulk_import
+        self.server_home = server_home
         self.query_timeout_s = query_timeout_s
         parts = urlsplit(uri)
         if parts.username is not None or parts.password is not None:
@@ -127,7 +160,7 @@ class Neo4jStore(GraphStore):
             raise GraphAuthError(self.target, "NEO4J_PASSWORD is not set", CREDENTIALS_FIX)
         auth = (os.environ.get("NEO4J_USER") or "neo4j", password)
         try:
-            self._key, self._driver = DRIVERS.acquire(uri, auth, retry_s, timeout_s)
+            self._key, _ = DRIVERS.acquire(uri, auth, retry_s, timeout_s)
         except (ValueError, neo4j.exceptions.ConfigurationError) as exc:
             raise InputError(self.target, f"this is not a usable Neo4j URI ({exc})",
                              "give one like neo4j://host:7687 or bolt://127.0.0.1:7687") from None
@@ -140,6 +173,10 @@ class Neo4jStore(GraphStore):
         except BaseException:
             self.close()
             raise
+
+    @property
+    def _driver(self) -> neo4j.Driver:
+        return DRIVERS.driver(self._key)
 
     def _connect(self) -> None:
         """Log in and reach the database now, so that problems surface at open."""
@@ -172,6 +209,56 @@ class Neo4jStore(GraphStore):
         if not self._closed:
             self._closed = True
             DRIVERS.release(self._key)
+
+    # -- bulk import ----------------------------------------------------------------------
+
+    def write_graph(self, patients: pd.DataFrame, studies: pd.DataFrame,
+                    lesions: pd.DataFrame, records: pd.DataFrame | None = None,
+                    knn: Mapping[str, pd.DataFrame] | None = None, *,
+                    progress: Progress | None = None) -> dict[str, int]:
+        """As :meth:`GraphStore.write_graph`; a new graph on our local server is imported."""
+        self._check_writable()
+        knn = dict(knn or {})
+        load = why = None
+        why = self._why_not_import()
+        if why is None:
+            load = bulk.plan(patients, studies, lesions, records, knn)
+            if isinstance(load, str):
+                why = load
+            elif self.bulk_import is None and load.rows < BULK_MIN_ROWS:
+                why = f"the load has fewer than {BULK_MIN_ROWS:,} rows"
+        if why is None and isinstance(load, bulk.Plan):
+            try:
+                times = bulk.import_graph(load, self.server_home)
+            except ServerError as exc:
+                why = str(exc)  # the server runs again, with an empty database
+            self._reconnect()
+            if why is None:
+                self.load_path = ("import", times)
+                if progress is not None:
+                    progress(load.rows, load.rows)
+                return load.counts()
+        self.load_path = ("unwind", why)
+        return super().write_graph(patients, studies, lesions, records, knn,
+                                   progress=progress)
+
+    def _why_not_import(self) -> str | None:
+        if self.bulk_import is False:
+            return "bulk_import=False"
+        if self.merge_by_key:
+            return "merge_by_key"
+        nodes = self._count("MATCH (n) RETURN count(n) AS n")
+        return bulk.reason_not_to_import(self._uri, self.database, self.server_home, nodes)
+
+    def _reconnect(self) -> None:
+        """After the server restarted: a new driver, then the schema and its indexes
+        online (the importer creates none)."""
+        DRIVERS.renew(self._key)
+        self._connect()
+        self._ready = False
+        self._patient_types = None
+        self._prepare({})
+        self._execute("CALL db.awaitIndexes($s)", {"s": bulk.INDEX_WAIT_S})
 
     # -- backend primitives ---------------------------------------------------------------
 

@@ -232,7 +232,8 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def _classpath(build_dir: Path) -> str:
+def classpath(build_dir: Path) -> str:
+    """The launcher's class path: its jar and the Neo4j jars (the bulk importer among them)."""
     target = build_dir / "target"
     return f"{target / 'neo4j-launcher.jar'}{os.pathsep}{target / 'lib' / '*'}"
 
@@ -390,7 +391,7 @@ def _java_command(java: str, build_dir: Path, data_dir: Path, port: int,
     ]
     if _JAVA_MAJOR.get(java, MIN_JAVA) >= 21:  # JNA loads native code (warns from Java 24 on)
         cmd.append("--enable-native-access=ALL-UNNAMED")
-    cmd += ["-cp", _classpath(build_dir), MAIN_CLASS, str(data_dir), str(port)]
+    cmd += ["-cp", classpath(build_dir), MAIN_CLASS, str(data_dir), str(port)]
     if reset_password:
         cmd.append("--reset-password")
     return cmd

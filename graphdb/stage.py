@@ -3,7 +3,8 @@
 Reads ``W/cohort/*.parquet`` and, when the index stage has run, ``W/index/lesion_knn.parquet``
 and ``W/index/patient_knn.parquet``. The embedded graph (``W/graph/`` unless the config or
 ``NEO4J_URI`` names another target) is rebuilt in a temporary folder and swapped into
-place, so a crash never leaves a half-loaded graph; a Neo4j server is loaded with merges,
+place, so a crash never leaves a half-loaded graph; a Neo4j server is loaded with merges
+(or, when it is a new local one of ours, bulk-imported: :mod:`graphdb.bulk`),
 so a rerun after a failure completes it without duplicates. The stage's manifest record is
 removed before the load and written after it, with the hash of the graph folder; the
 discover stage, which writes into the graph afterwards, re-records that hash.
@@ -77,13 +78,17 @@ def run(workspace: str | Path | Workspace, config: dict[str, Any] | None = None,
 
 def load(store: GraphStore, tables: dict[str, pd.DataFrame],
          knn: dict[str, pd.DataFrame]) -> dict[str, int]:
-    """Write the cohort tables and the kNN edge tables present; returns the counts."""
-    counts = store.write_cohort(tables["patients"], tables["studies"], tables["lesions"],
-                                tables["records"])
+    """Write the cohort tables and the kNN edge tables present; returns the counts.
+
+    One :meth:`~graphdb.store.GraphStore.write_graph` call, so that a new graph on a local
+    Neo4j server of ours is bulk-imported (:mod:`graphdb.bulk`).
+    """
+    counts = store.write_graph(tables["patients"], tables["studies"], tables["lesions"],
+                               tables["records"], {kind: knn[kind] for kind in KNN if kind in knn})
     summary = {"patients": counts["Patient"], "studies": counts["Study"],
                "lesions": counts["Lesion"]}
     for kind in KNN:
-        summary[f"{kind}_edges"] = store.write_similarity(kind, knn[kind]) if kind in knn else 0
+        summary[f"{kind}_edges"] = counts.get(f"{kind}_edges", 0)
     return summary
 
 

@@ -117,6 +117,21 @@ class GraphStore(abc.ABC):
                 counts[kind.name] = self._edges(kind, frame, counter)
         return counts
 
+    def write_graph(self, patients: pd.DataFrame, studies: pd.DataFrame,
+                    lesions: pd.DataFrame, records: pd.DataFrame | None = None,
+                    knn: Mapping[str, pd.DataFrame] | None = None, *,
+                    progress: Progress | None = None) -> dict[str, int]:
+        """The cohort and its kNN tables (``{"lesion": ..., "patient": ...}``) in one call.
+
+        Returns the counts of :meth:`write_cohort` plus ``lesion_edges`` / ``patient_edges``
+        for the kNN tables given. One call, so that a backend can load a whole new graph at
+        once (Neo4j: :mod:`graphdb.bulk`); the graph is the same either way.
+        """
+        counts = self.write_cohort(patients, studies, lesions, records, progress=progress)
+        for kind, table in (knn or {}).items():
+            counts[f"{kind}_edges"] = self.write_similarity(kind, table, progress=progress)
+        return counts
+
     def write_similarity(self, kind: str, knn: pd.DataFrame, *,
                          progress: Progress | None = None) -> int:
         """Write SIMILAR_TO edges between lesions (``kind="lesion"``) or patients.
