@@ -9,7 +9,6 @@ never in the URL. Each page module offers ``layout(explorer, state)`` and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import dash
 from dash import Input, Output, State, dcc, html
@@ -53,10 +52,10 @@ def create_app(workspace: str | Path | Workspace, *, graph: str | None = None,
     explorer = Explorer(ExplorerData.load(workspace, graph=graph))
     app = dash.Dash(__name__, title="PatientGraph explorer", update_title=None,
                     suppress_callback_exceptions=True)
+    # Pages are built on navigation and callbacks may name components not yet shown
+    # (suppress_callback_exceptions), so Dash reads no validation layout: none is built,
+    # which would render every page, figures included, before the server could answer.
     app.layout = _shell(explorer)
-    app.validation_layout = html.Div(
-        [_shell(explorer), *(module.layout(explorer, _empty_state())
-                             for _, module in PAGES.values())])
     _register_routing(app, explorer)
     for _, module in PAGES.values():
         module.register(app, explorer)
@@ -84,10 +83,6 @@ def _shell(explorer: Explorer) -> html.Div:
     ], style=STYLE)
 
 
-def _empty_state() -> dict[str, Any]:
-    return {name: None for name in STORES}
-
-
 def _register_routing(app: dash.Dash, explorer: Explorer) -> None:
     @app.callback(Output("page", "children"), Input("url", "pathname"),
                   *(State(name, "data") for name in STORES))
@@ -98,4 +93,7 @@ def _register_routing(app: dash.Dash, explorer: Explorer) -> None:
         if module is None:
             return html.Div([html.H3("No such page"),
                              dcc.Link("Back to the overview", href="/")])
-        return module.layout(explorer, state)
+        try:
+            return module.layout(explorer, state)
+        finally:
+            explorer.first_page.set()  # the warm-up may start (see Explorer.warm_in_background)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import Any, TypeVar
@@ -18,11 +17,15 @@ import pandas as pd
 
 from dashboards.data import ExplorerData
 from dashboards.images import CropCache
+from dashboards.similar import Neighbours, PatientSimilarity
 from patientgraph.errors import InputError
 
 log = logging.getLogger("patientgraph.explorer")
 F = TypeVar("F", bound=Callable[..., Any])
-SIMILAR_CACHE = 2048
+T = TypeVar("T")
+_MISSING = object()
+WARM_AFTER_S = 10.0
+"""The longest the warm-up waits for the first page before it starts anyway."""
 
 
 class Explorer:
@@ -31,46 +34,78 @@ class Explorer:
     def __init__(self, data: ExplorerData):
         self.data = data
         self.crops = CropCache(data.workspace, data.lesions)
-        self._similar: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
-        self._lock = threading.Lock()
-        self.has_index = data.workspace.path("index", "patients.faiss").exists()
-        _warm_imports(self.has_index)
+        self.neighbours = PatientSimilarity(data.workspace)
+        self.has_index = self.neighbours.available
+        self.first_page = threading.Event()
+        self._warm_once = threading.Lock()
+        self._warmed = False
+        self._derived: dict[str, Any] = {}
+        self._derive_lock = threading.Lock()
+
+    def derived(self, name: str, build: Callable[[], T]) -> T:
+        """A value derived from the read-only data, built once on first use (a lock keeps
+        two threads from building it twice)."""
+        value = self._derived.get(name, _MISSING)
+        if value is _MISSING:
+            with self._derive_lock:
+                value = self._derived.get(name, _MISSING)
+                if value is _MISSING:
+                    value = self._derived[name] = build()
+        return value
 
     def similar(self, patient_id: str, k: int = 10,
                 weights: Mapping[str, float] | None = None) -> pd.DataFrame:
         """The ``k`` most similar patients with each modality's part (cached)."""
-        from embed.similar import similar_patients
+        return self.similar_answer(patient_id, k, weights).frame
 
-        key = (str(patient_id), int(k), tuple(sorted((weights or {}).items())))
-        with self._lock:
-            if key in self._similar:
-                self._similar.move_to_end(key)
-                return self._similar[key]
+    def similar_answer(self, patient_id: str, k: int = 10,
+                       weights: Mapping[str, float] | None = None) -> Neighbours:
+        """:meth:`similar` without the DataFrame (the patient page's hot path)."""
         if not self.has_index:
             raise InputError(self.data.workspace.root, "the workspace has no vector index yet",
                              "run the index stage: patientgraph run --workspace W "
                              "--stages embed,index")
-        table = similar_patients(self.data.workspace, str(patient_id), k=int(k),
-                                 weights=dict(weights) if weights else None)
-        with self._lock:
-            self._similar[key] = table
-            if len(self._similar) > SIMILAR_CACHE:
-                self._similar.popitem(last=False)
-        return table
+        return self.neighbours.query(str(patient_id), int(k), weights)
 
     def similar_ids(self, patient_id: str, k: int) -> list[str]:
-        return self.similar(patient_id, k)["patient_id"].astype(str).tolist()
+        return list(self.similar_answer(patient_id, k).patient_ids)
+
+    def warm_in_background(self, wait_s: float = WARM_AFTER_S) -> threading.Thread:
+        """Load what the first clicks need (the patient index, the survival modules) in a
+        thread that starts once the first page is answered (or after ``wait_s``), so the
+        server answers its first page without waiting for them and a click seldom does."""
+
+        def run() -> None:
+            self.first_page.wait(wait_s)
+            self.warm()
+
+        thread = threading.Thread(target=run, name="explorer-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def warm(self) -> None:
+        """Import the survival modules and read the patient index now (once)."""
+        with self._warm_once:
+            if self._warmed:
+                return
+            self._warmed = True
+            try:
+                _warm_imports()
+                if self.has_index:
+                    self.neighbours.load()
+            except Exception as exc:  # noqa: BLE001 - a click reports the problem itself
+                log.warning("warm-up stopped: %s", type(exc).__name__)
 
 
-def _warm_imports(has_index: bool) -> None:
-    """Import the heavy modules now (seconds: torch, lifelines), not on a user's first click."""
+def _warm_imports() -> None:
+    """Import the modules the survival and cohort callbacks need (lifelines, scipy.stats)."""
     import importlib.util
 
-    if has_index:
-        import embed.similar  # noqa: F401
     if importlib.util.find_spec("discovery.survival") is not None:
         import discovery.survival  # noqa: F401
     import lifelines  # noqa: F401
+
+    import dashboards.survival  # noqa: F401
 
 
 def guarded(name: str, on_error: Callable[[str], Any]) -> Callable[[F], F]:

@@ -18,7 +18,6 @@ import numpy as np
 from PIL import Image
 
 from patientgraph.errors import InputError
-from patientgraph.imaging import WINDOWS, lesion_crop
 from patientgraph.workspace import Workspace
 
 CROP_PX = 96
@@ -42,6 +41,8 @@ def window_of(row: Mapping) -> tuple[float, float]:
             return lo, hi
     except (TypeError, ValueError):
         pass
+    from patientgraph.imaging import WINDOWS
+
     return WINDOWS["soft_tissue"]
 
 
@@ -79,6 +80,8 @@ class CropCache:
     def _make(self, lesion_id: str) -> str | None:
         if lesion_id not in self.rows.index:
             return None
+        from patientgraph.imaging import lesion_crop  # scipy.ndimage: imported on first use
+
         row = self.rows.loc[lesion_id]
         try:
             hu = lesion_crop(row, self.root,

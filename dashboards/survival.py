@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from discovery.curves import level_name
 from patientgraph.errors import InputError
 
 TIME, EVENT, ID = "time_days", "event", "patient_id"
@@ -111,6 +110,8 @@ def split_by_values(values: pd.Series, level: Any = None,
     median. Returns ``(in_b, label_a, label_b)``, ``in_b`` a boolean Series over the patients
     that belong to a group, or None when the values cannot be split.
     """
+    from discovery.curves import level_name  # scipy.stats: imported on first use
+
     values = values.dropna()
     name = values.name
     if level is not None and not _missing(level):

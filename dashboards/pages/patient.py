@@ -13,6 +13,7 @@ import pandas as pd
 from dash import Input, Output, State, dcc, html, no_update
 
 from dashboards import figures
+from dashboards.cache import LRU
 from dashboards.context import Explorer, guarded
 from dashboards.data import (
     FORECAST_HORIZON,
@@ -22,6 +23,7 @@ from dashboards.data import (
     type_name,
 )
 from dashboards.pages import ROW, card, data_table, error, graph_style, note, records
+from dashboards.similar import Neighbours
 from dashboards.survival import compare
 from embed.fusion import MODALITIES
 from patientgraph.errors import InputError
@@ -31,6 +33,8 @@ K_DEFAULT = 10
 K_MAX = 100
 """The most similar patients the page shows; the server clamps k to 1..K_MAX whatever a
 request asks (the browser's limit on the input is no limit on a crafted request)."""
+SUMMARY_CACHE = 4096
+"""Patients whose summary cards are kept (a few kB each)."""
 GROWTH_HEIGHT = figures.GROWTH_HEIGHT
 CONTRIB_STYLE = {"flex": "1 1 420px"}
 SIMILAR_COLUMNS = ["patient_id", "score", *MODALITIES, "age", "sex", "time_days", "event"]
@@ -124,12 +128,10 @@ def register(app: dash.Dash, explorer: Explorer) -> None:
             return None, note("Choose a patient to see its lesions and similar patients."), \
                 [], None, blank, CONTRIB_STYLE
         patient_id = _known(explorer, patient_id)
-        similar = _similar(explorer, patient_id, k, imaging_weight)
-        table = similar.join(data.patient_table, on="patient_id")
-        table = table[[c for c in SIMILAR_COLUMNS if c in table]]
-        contrib = figures.contributions_figure(similar, MODALITIES)
-        return (patient_id, _summary(explorer, patient_id), records(table), None, contrib,
-                graph_style(contrib, **CONTRIB_STYLE))
+        answer = _similar_answer(explorer, patient_id, k, imaging_weight)
+        contrib = figures.contributions_figure(answer.frame, MODALITIES)
+        return (patient_id, _summary(explorer, patient_id), similar_rows(explorer, answer),
+                None, contrib, graph_style(contrib, **CONTRIB_STYLE))
 
     @app.callback(Output("patient-km", "figure"), Input("patient-select", "value"),
                   Input("patient-k", "value"), Input("patient-weight", "value"))
@@ -275,9 +277,35 @@ def _forecast_line(data, patient_id: str) -> html.Div:
 
 
 def _similar(explorer: Explorer, patient_id: str, k: Any, imaging_weight: Any) -> pd.DataFrame:
+    return _similar_answer(explorer, patient_id, k, imaging_weight).frame
+
+
+def _similar_answer(explorer: Explorer, patient_id: str, k: Any,
+                    imaging_weight: Any) -> Neighbours:
     w = _number(imaging_weight, 0.5, 0.0, 1.0, "the imaging weight")
     k = int(round(_number(k, K_DEFAULT, 1, K_MAX, "the number of similar patients")))
-    return explorer.similar(patient_id, k, {"imaging": w, "records": 1 - w})
+    return explorer.similar_answer(patient_id, k, {"imaging": w, "records": 1 - w})
+
+
+def similar_rows(explorer: Explorer, answer: Neighbours) -> list[dict]:
+    """The similar-patients table's rows: the answer's scores beside each patient's
+    SIMILAR_COLUMNS fields, which are converted once per process, not per request."""
+    fields = explorer.derived("similar-fields", lambda: _similar_fields(explorer.data))
+    scored = {"score": answer.scores, **answer.parts}
+    rows = []
+    for n, pid in enumerate(answer.patient_ids):
+        mine = {"patient_id": pid, **{c: float(v[n]) for c, v in scored.items()},
+                **fields.get(pid, {})}
+        rows.append({c: mine[c] for c in SIMILAR_COLUMNS if c in mine})
+    return rows
+
+
+def _similar_fields(data) -> dict[str, dict]:
+    table = data.patient_table
+    columns = [c for c in SIMILAR_COLUMNS if c in table and c not in ("patient_id", "score",
+                                                                     *MODALITIES)]
+    rows = records(table[columns])
+    return dict(zip(table.index, rows, strict=True))
 
 
 def _number(value: Any, default: float, lo: float, hi: float, what: str) -> float:
@@ -321,6 +349,12 @@ def _default_weights(explorer: Explorer) -> dict[str, float]:
 
 
 def _summary(explorer: Explorer, patient_id: str) -> html.Div:
+    """The patient's cards (kept per patient: the data do not change while serving)."""
+    kept = explorer.derived("summaries", lambda: LRU(SUMMARY_CACHE))
+    return kept.get_or_make(patient_id, lambda: _make_summary(explorer, patient_id))
+
+
+def _make_summary(explorer: Explorer, patient_id: str) -> html.Div:
     row = explorer.data.patient_table.loc[patient_id]
     items = [("sex", row.get("sex")), ("age", row.get("age")), ("studies", row["n_studies"]),
              ("lesions", row["n_lesions"])]

@@ -16,7 +16,6 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from dashboards.context import Explorer, guarded
 from dashboards.pages import data_table, error, note
-from graphdb.guard import ACCEPTED
 
 MAX_ROWS = 1000
 EXAMPLE = ("MATCH (p:Patient)-[:HAS_STUDY]->(:Study)-[:HAS_LESION]->(l:Lesion)\n"
@@ -32,6 +31,8 @@ def run_query(explorer: Explorer, text: str) -> tuple[pd.DataFrame, bool]:
 
 
 def layout(explorer: Explorer, state: dict[str, Any]) -> html.Div:
+    from graphdb.guard import ACCEPTED  # its Cypher parser loads on the first visit
+
     graph = explorer.data.graph
     return html.Div([
         html.H3("Query the graph"),
