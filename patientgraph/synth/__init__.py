@@ -16,12 +16,19 @@ planted imaging and record effects beside decoys. Every random draw comes from a
 by (seed, patient, purpose, ...), so the output does not depend on the order or number of
 processes rendering it.
 
+Slices are painted by compiled pixel loops (:mod:`~patientgraph.synth.raster`), their CT noise
+is drawn through a normal quantile table and they are encoded by the writer itself. Since
+that change the pixels written for a seed differ from those of earlier versions (same
+anatomy, lesions and noise level; other noise draws); the tables and ``truth.json`` are
+unchanged.
+
 Modules, one concept each: :mod:`~patientgraph.synth.params` (every constant of the cohort,
 the random streams), :mod:`~patientgraph.synth.anatomy` (the body phantom),
 :mod:`~patientgraph.synth.lesions` (lesion looks, shapes, sites and painting),
 :mod:`~patientgraph.synth.dynamics` (lesion trajectories and reader error),
 :mod:`~patientgraph.synth.cohort` (patients, studies, rows, labels, records and outcomes),
-:mod:`~patientgraph.synth.slices` (rendering a slice) and :mod:`~patientgraph.synth.writer`
+:mod:`~patientgraph.synth.slices` (rendering a slice), :mod:`~patientgraph.synth.raster`
+(the compiled pixel loops it paints and blurs with) and :mod:`~patientgraph.synth.writer`
 (the slices and tables on disk, :func:`generate`).
 """
 

@@ -27,6 +27,7 @@ from patientgraph.synth.params import (
     PANCREAS,
     SPLEEN,
 )
+from patientgraph.synth.raster import paint_ellipses, paint_tubes
 
 # Body shape along z (0 = lower neck, 1 = pelvic floor): core semi-axes (mm) and fat profile.
 _Z_KNOTS = (0.0, 0.12, 0.30, 0.45, 0.60, 0.75, 0.90, 1.0)
@@ -153,13 +154,34 @@ class _Frame:
 
 
 class _Canvas:
-    """An axial slice being painted: HU and tissue labels on the pixel grid of a frame."""
+    """An axial slice being painted: HU and tissue labels on the pixel grid of a frame.
+
+    Ellipses are queued and painted in order by one compiled call when ``hu`` or ``label``
+    is next read: a slice has some fifty of them, and one call each costs more than the
+    painting of most.
+    """
 
     def __init__(self, frame: _Frame, body: _Body, level: float):
         self.frame, self.sp = frame, frame.spacing
-        self.hu = np.full((frame.size, frame.size), -1000.0, np.float32)
-        self.label = np.zeros((frame.size, frame.size), np.uint8)
+        self._hu = np.full((frame.size, frame.size), -1000.0, np.float32)
+        self._label = np.zeros((frame.size, frame.size), np.uint8)
+        self._queue: list[tuple[float, ...]] = []
         self.a, self.b = body.semi_axes(level)
+
+    @property
+    def hu(self) -> np.ndarray:
+        self._paint_queue()
+        return self._hu
+
+    @property
+    def label(self) -> np.ndarray:
+        self._paint_queue()
+        return self._label
+
+    def _paint_queue(self) -> None:
+        if self._queue:
+            paint_ellipses(self._hu, self._label, np.array(self._queue), _label_table())
+            self._queue.clear()
 
     def px(self, u: float, v: float) -> tuple[float, float]:
         """Body units to pixel (column, row)."""
@@ -177,29 +199,8 @@ class _Canvas:
         ry = rv / self.sp if mm else rv * self.b / self.sp
         if rx <= 0.05 or ry <= 0.05:
             return
-        reach = max(rx, ry) + 2
-        n = self.frame.size
-        c0, c1 = max(int(cx - reach), 0), min(int(cx + reach) + 2, n)
-        r0, r1 = max(int(cy - reach), 0), min(int(cy + reach) + 2, n)
-        if c0 >= c1 or r0 >= r1:
-            return
-        dx = np.arange(c0, c1, dtype=np.float32)[None, :] - np.float32(cx)
-        dy = np.arange(r0, r1, dtype=np.float32)[:, None] - np.float32(cy)
-        if angle:
-            t = math.radians(angle)
-            dx, dy = dx * math.cos(t) + dy * math.sin(t), dy * math.cos(t) - dx * math.sin(t)
-        if power == 2.0:
-            rho = np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2)
-        else:
-            rho = (np.abs(dx / rx) ** power + np.abs(dy / ry) ** power) ** (1 / power)
-        alpha = np.clip(0.5 - (rho - 1) * min(rx, ry), 0, 1)
-        labels = self.label[r0:r1, c0:c1]
-        if within is not None:
-            alpha *= _label_set(within)[labels]
-        patch = self.hu[r0:r1, c0:c1]
-        patch += (hu - patch) * alpha
-        if label is not None:
-            labels[alpha >= 0.5] = label
+        self._queue.append((cx, cy, rx, ry, math.radians(angle), power, hu,
+                            -1 if label is None else label, _label_row(within)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -208,6 +209,25 @@ def _label_set(labels: tuple[int, ...]) -> np.ndarray:
     table = np.zeros(256, np.float32)
     table[list(labels)] = 1
     return table
+
+
+_LABEL_ROWS: dict[tuple[int, ...] | None, int] = {}
+
+
+def _label_row(within: tuple[int, ...] | None) -> int:
+    """The row of :func:`_label_table` for a ``within`` restriction (None: any label)."""
+    row = _LABEL_ROWS.get(within)
+    if row is None:
+        row = _LABEL_ROWS[within] = len(_LABEL_ROWS)
+        _label_table.cache_clear()
+    return row
+
+
+@functools.lru_cache(maxsize=1)
+def _label_table() -> np.ndarray:
+    """One lookup row per ``within`` restriction seen so far, in :func:`_label_row` order."""
+    return np.stack([np.ones(256, np.float32) if within is None else _label_set(within)
+                     for within in _LABEL_ROWS])
 
 
 def _paint_anatomy(cv: _Canvas, body: _Body, z: float) -> None:
@@ -445,7 +465,7 @@ def _paint_tubes(cv: _Canvas, body: _Body, tubes: np.ndarray, z: float, hu: floa
     """Cross-sections of vessel segments at level z, painted only inside ``within``.
 
     An oblique segment cuts the slice in an ellipse stretched along its in-plane direction.
-    All segments are painted in one vectorised pass over small patches.
+    Where segments overlap, the most opaque one sets the pixel.
     """
     u, v, z0, du, dv, half, r_mm = tubes[np.abs(z - tubes[:, 2]) < tubes[:, 5]].T
     if not len(u):
@@ -455,23 +475,7 @@ def _paint_tubes(cv: _Canvas, body: _Body, tubes: np.ndarray, z: float, hu: floa
     stretch = np.minimum(np.sqrt(1 + (dx_mm**2 + dy_mm**2) / body.length_mm**2), 3.0)
     angle = np.arctan2(dy_mm, dx_mm)
     rx, ry = r_mm * stretch / cv.sp, r_mm / cv.sp
-    k = int(math.ceil(rx.max())) + 2
-    off = np.arange(-k, k + 1)
-    cols = np.round(cx)[:, None, None].astype(int) + off[None, None, :]
-    rows = np.round(cy)[:, None, None].astype(int) + off[None, :, None]
-    ddx, ddy = cols - cx[:, None, None], rows - cy[:, None, None]
-    cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
-    along, across = ddx * cos + ddy * sin, ddy * cos - ddx * sin
-    rho = np.sqrt((along / rx[:, None, None]) ** 2 + (across / ry[:, None, None]) ** 2)
-    alpha = np.clip(0.5 - (rho - 1) * ry[:, None, None], 0, 1)
-    n = cv.frame.size
-    inside = (rows >= 0) & (rows < n) & (cols >= 0) & (cols < n) & (alpha > 0)
-    rows, cols, alpha = np.broadcast_arrays(rows, cols, alpha)
-    rows, cols, alpha = rows[inside], cols[inside], alpha[inside]
-    alpha = alpha * _label_set(within)[cv.label[rows, cols]]
-    cover = np.zeros((n, n), np.float32)
-    np.maximum.at(cover, (rows, cols), alpha)
-    cv.hu += (hu - cv.hu) * cover
+    paint_tubes(cv.hu, cv.label, cx, cy, rx, ry, angle, hu, _label_set(within))
 
 
 def _slice_labels(body: _Body, frame: _Frame, level: float) -> np.ndarray:

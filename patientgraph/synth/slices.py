@@ -8,11 +8,13 @@ import math
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
+from scipy.special import ndtri
 
 from patientgraph.synth.anatomy import _Body, _Canvas, _paint_anatomy
 from patientgraph.synth.cohort import _Study
 from patientgraph.synth.lesions import _paint_lesion
 from patientgraph.synth.params import _NOISE, AIR, _rng
+from patientgraph.synth.raster import gaussian_blur
 
 
 def _render_slice(seed: int, pid: int, body: _Body, study: _Study, k: int,
@@ -28,7 +30,7 @@ def _render_slice(seed: int, pid: int, body: _Body, study: _Study, k: int,
     for view in study.views:
         if abs(z_mm - view.z_mm) < view.z_semi_mm:
             _paint_lesion(cv, view, z_mm - view.z_mm)
-    hu = gaussian_filter(hu, 0.5)
+    hu = gaussian_blur(hu, 0.5)
     hu += study.noise_sd * _ct_noise(_rng(seed, pid, _NOISE, study.index, k), hu.shape[0])
     return np.clip(hu, -1024, 3071)
 
@@ -49,9 +51,22 @@ _NOISE_SIGMA_PX = 0.7
 
 
 def _ct_noise(rng, size: int) -> np.ndarray:
-    """Gaussian-filtered white noise with unit variance."""
-    white = rng.standard_normal((size, size), dtype=np.float32)
-    return gaussian_filter(white, _NOISE_SIGMA_PX, truncate=3.0) * _noise_gain()
+    """Gaussian-filtered white noise with unit variance.
+
+    The white noise is drawn as 16-bit integers mapped through the normal quantile function
+    (:func:`_normal_quantiles`): several times cheaper than exact normal draws, and after the
+    filter indistinguishable from them.
+    """
+    white = _normal_quantiles()[rng.integers(0, 1 << 16, (size, size), dtype=np.uint16)]
+    return gaussian_blur(white, _NOISE_SIGMA_PX, truncate=3.0) * np.float32(_noise_gain())
+
+
+@functools.lru_cache(maxsize=1)
+def _normal_quantiles() -> np.ndarray:
+    """The standard normal at the midpoints of 2**16 equal-probability bins, scaled to unit
+    variance (float32); the tails are cut at 4.3 sd."""
+    table = ndtri((np.arange(1 << 16) + 0.5) / (1 << 16))
+    return (table / table.std()).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=1)
