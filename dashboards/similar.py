@@ -11,14 +11,16 @@ Only :mod:`embed.index` (FAISS) and :mod:`embed.fusion` are imported, never
 :mod:`embed.stage`, which imports torch: serving needs no deep-learning stack.
 
 The index is read again when its file is replaced (the index stage writes by rename), so a
-rebuilt index is never answered from stale vectors.
+rebuilt index is not answered from stale vectors for more than :data:`RECHECK_S`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -35,6 +37,9 @@ PATIENTS_FILE = ("embeddings", "patients.parquet")
 STORED_WEIGHTS = "patientgraph.weights"
 """Where the embed stage keeps its default modality weights in ``patients.parquet``'s
 metadata (``embed.stage.WEIGHTS_KEY``; read here without importing that torch module)."""
+RECHECK_S = 1.0
+"""How often the index file's stamp is looked at again: a replaced index is read within a
+second, and a busy server does not ask the file system on every request."""
 RESULTS_CACHE = 2048
 """Answers kept per process: a user who goes back and forth between patients, or changes
 the weight back, is answered at once; a few MB at most."""
@@ -85,10 +90,14 @@ class _Loaded:
 
 class PatientSimilarity:
     """Exact similar-patient search over a workspace's patient index, with a bounded LRU
-    of answers (``cache`` entries; 0 keeps none). Safe to call from several threads."""
+    of answers (``cache`` entries; 0 keeps none). The index file is looked at again at
+    most every ``recheck_s`` seconds. Safe to call from several threads."""
 
-    def __init__(self, workspace: Workspace, cache: int = RESULTS_CACHE):
+    def __init__(self, workspace: Workspace, cache: int = RESULTS_CACHE,
+                 recheck_s: float = RECHECK_S):
         self.workspace = workspace
+        self.recheck_s = float(recheck_s)
+        self._checked = -math.inf
         self._lock = threading.Lock()
         self._loaded: _Loaded | None = None
         self._answers: LRU[Neighbours] = LRU(cache)
@@ -106,6 +115,10 @@ class PatientSimilarity:
         self._current()
 
     def _current(self) -> _Loaded:
+        loaded = self._loaded
+        now = time.monotonic()
+        if loaded is not None and now - self._checked < self.recheck_s:
+            return loaded
         path = self.workspace.path(*INDEX_FILE)
         try:
             st = path.stat()
@@ -114,13 +127,11 @@ class PatientSimilarity:
                              "run the index stage: patientgraph run --workspace W "
                              "--stages embed,index") from None
         stamp = (st.st_mtime_ns, st.st_ino)
-        loaded = self._loaded
-        if loaded is not None and loaded.stamp == stamp:
-            return loaded
         with self._lock:
             if self._loaded is None or self._loaded.stamp != stamp:
                 self._loaded = _Loaded(self.workspace, stamp)
                 self._answers.clear()  # answers of the replaced index are stale
+            self._checked = now
             return self._loaded
 
     def query(self, patient_id: str, k: int = 10,

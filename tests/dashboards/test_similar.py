@@ -69,7 +69,7 @@ def test_a_cache_of_zero_keeps_nothing(workspace):
 def test_a_replaced_index_is_read_again(workspace_copy):
     from embed.index import VectorIndex
 
-    search = PatientSimilarity(workspace_copy)
+    search = PatientSimilarity(workspace_copy, recheck_s=0)
     patient = patient_ids(workspace_copy)[0]
     before = search.query(patient, 5)
     folder = workspace_copy.path("index")
