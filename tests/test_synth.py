@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from patientgraph import synth
+from patientgraph.imaging import png_header, read_png_hu
 
 SIZE = 256
 SPACING_RANGE = (synth.FOV_MM[0] / SIZE - 1e-6, synth.FOV_MM[1] / SIZE + 1e-6)
@@ -179,6 +180,18 @@ def test_same_seed_same_bytes_different_seed_different(tmp_path):
     a_slices = _slice_bytes(a)
     common = set(a_slices) & set(_slice_bytes(c))
     assert all(a_slices[k] != _slice_bytes(c)[k] for k in common)
+
+
+def test_one_or_two_workers_write_the_same_slices_and_the_reader_reads_them(tmp_path):
+    """Same files, and the same pixels as the ingest reader decodes them, with 1 or 2 workers."""
+    a, b = _small(tmp_path, "a", 7), _small(tmp_path, "b", 7, workers=2)
+    names = sorted(str(f.relative_to(a)) for f in (a / "Images_png").rglob("*.png"))
+    assert names == sorted(str(f.relative_to(b)) for f in (b / "Images_png").rglob("*.png"))
+    for name in names[:: max(len(names) // 6, 1)]:
+        assert png_header(a / name) == ("I;16", 128, 128)
+        hu = read_png_hu(a / name)
+        assert np.array_equal(hu, read_png_hu(b / name))
+        assert -1024 <= hu.min() and hu.max() <= 3071 and np.median(hu[:4, :4]) < -900
 
 
 def test_without_images_the_tables_and_truth_are_the_same(tmp_path):

@@ -3,6 +3,7 @@ slice."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -63,7 +64,7 @@ class _Lesion:
         r = 1 + (amp * np.cos(k * theta[..., None] + phase)).sum(-1)
         if spikes and len(self.spikes):
             at, height, width = self.spikes.T
-            d = np.angle(np.exp(1j * (theta[..., None] - at)))
+            d = (theta[..., None] - at + np.pi) % (2 * np.pi) - np.pi  # wrapped to [-pi, pi)
             r = r + (height * np.exp(-((d / width) ** 2))).sum(-1)
         return r
 
@@ -276,10 +277,16 @@ def _paint_lesion(cv: _Canvas, view: _LesionView, dz_mm: float) -> None:
 
 def _texture(view: _LesionView, dz_mm: float, size: int, spacing: float) -> np.ndarray:
     """Smooth unit-variance noise on the lesion's patch, coherent between nearby slices."""
-    rng = _rng(*view.texture_key)
     grain = view.lesion.look["grain_mm"]
-    sigma = max(grain / spacing, 0.6)
-    near, far = (gaussian_filter(rng.standard_normal((size, size)), sigma) for _ in range(2))
+    near, far = _texture_fields(view.texture_key, size, max(grain / spacing, 0.6))
     phi = min(abs(dz_mm) / (4 * grain), 1.0) * math.pi / 2
     noise = math.cos(phi) * near + math.sin(phi) * far
     return noise / (noise.std() + 1e-9)
+
+
+@functools.lru_cache(maxsize=16)
+def _texture_fields(key: tuple[int, ...], size: int, sigma: float) -> tuple[np.ndarray, ...]:
+    """The two smooth noise fields a lesion's texture blends, drawn from its own stream; kept
+    for the lesion's neighbouring slices, which blend the same two."""
+    rng = _rng(*key)
+    return tuple(gaussian_filter(rng.standard_normal((size, size)), sigma) for _ in range(2))
