@@ -8,6 +8,15 @@
 - Neo4j edges/s for several UNWIND batch sizes (this chose ``neo4j_store.BATCH_SIZE``).
 - 1 M lesions with 10 M edges into the embedded store (100 k / 1 M with ``quick``): load
   time and the peak memory of a fresh process that builds the frames and loads them.
+- A first load into an empty Neo4j database with the bulk importer (``graphdb.bulk``: the
+  server stopped, ``neo4j-admin database import full``, started again) beside the ``UNWIND``
+  path in the same run: the whole load (fixed restart costs included) and the import step
+  alone. At 1 M lesions (100 k with ``quick``) the same in a fresh process, with the UNWIND
+  path measured on a tenth of the cohort and its rate extrapolated, and the peak memory of
+  the Python process, the importer and the server. Targets: >= 300,000 edges/s at 1 M.
+- Incremental Neo4j loads (a graph holding 90% of the lesion edges gets the whole table;
+  then the same table again) beside the former path that merged every edge (target
+  >= 100,000 edges/s).
 - ``similar_patients`` and a typical ``cohort`` query: p50 and p99 on both backends
   (target p50 < 10 ms).
 - The dev server groups a node's relationships by type from 10 of them
@@ -34,7 +43,8 @@ from unittest import mock
 import numpy as np
 
 from benchmarks.results import latency_ms, record
-from graphdb import GraphStore, open_store, server
+from graphdb import GraphStore, bulk, open_store, server
+from graphdb.frames import similarity_edges
 from graphdb.synthetic import DEEPLESION, synthetic_cohort
 
 BENCH = "graph"
@@ -110,6 +120,136 @@ def _naive_rates(uri: str, tables, n_rows: int) -> tuple[float, float]:
                                  id=f"naive-{i}", long_mm=float(i))
         node_rate = n_rows / (time.perf_counter() - t0)
     return node_rate, edge_rate
+
+
+def _knn(tables) -> dict:
+    return {"lesion": tables["lesion_knn"], "patient": tables["patient_knn"]}
+
+
+def _first_load(uri: str, home: Path, tables, bulk_import: bool) -> tuple[float, int, tuple]:
+    """Seconds of one write_graph into the emptied database, its edges and its path."""
+    with open_store(uri, bulk_import=bulk_import, server_home=home) as store:
+        store.clear()
+        t0 = time.perf_counter()
+        counts = store.write_graph(tables["patients"], tables["studies"], tables["lesions"],
+                                   tables["records"], _knn(tables))
+        took = time.perf_counter() - t0
+        path = store.load_path
+    edges = sum(v for k, v in counts.items() if "->" in k or k.endswith("_edges"))
+    return took, edges, path
+
+
+def bench_first_load(uri: str, home: Path, tables, repeats: int, load_avg: str) -> None:
+    """A first load of the DeepLesion-scale graph: bulk import vs UNWIND, alternating."""
+    imports, unwinds = [], []
+    for _ in range(repeats):
+        imports.append(_first_load(uri, home, tables, True))
+        unwinds.append(_first_load(uri, home, tables, False))
+    assert all(r[2][0] == "import" for r in imports), imports[0][2]
+    edges = imports[0][1]
+    seconds = statistics.median(r[0] for r in imports)
+    step = statistics.median(r[2][1]["import_s"] for r in imports)
+    base = statistics.median(r[0] for r in unwinds)
+    note = (f"all {edges:,} edges (HAS_STUDY, HAS_LESION, SIMILAR_TO) over the whole "
+            f"write_graph into an emptied database, nodes and constraints included; baseline: "
+            f"the UNWIND path (bulk_import=False) in the same run, alternating; median of "
+            f"{repeats}; {load_avg}")
+    record(BENCH, "neo4j first load edges/s: bulk import vs UNWIND", edges / seconds,
+           "edges/s", baseline_value=edges / base, n=edges,
+           note=note + "; the import restarts the server (fixed cost, dominant at this scale)")
+    record(BENCH, "neo4j first load seconds: bulk import vs UNWIND", seconds, "s",
+           baseline_value=base, n=edges, higher_is_better=False, note=note)
+    record(BENCH, "neo4j bulk import step edges/s", edges / step, "edges/s", n=edges,
+           note=f"the neo4j-admin import alone (JVM start included), without stopping, "
+           f"restarting and indexing; median of {repeats}; {load_avg}")
+
+
+def bench_incremental(uri: str, tables, load_avg: str) -> None:
+    """Lesion edges into a graph that holds 90% of them, then the same table again."""
+    knn = tables["lesion_knn"]
+    old_part = knn[np.arange(len(knn)) % 10 != 0]
+    n = len(similarity_edges(knn))
+    rates: dict[bool, list[float]] = {}
+    for skip in (True, False):
+        with open_store(uri, bulk_import=False) as store:
+            store.clear()
+            store.write_cohort(tables["patients"], tables["studies"], tables["lesions"],
+                               tables["records"])
+            store.write_similarity("lesion", old_part)
+            store.skip_unchanged = skip
+            for _ in range(2):  # 10% new, then nothing new
+                t0 = time.perf_counter()
+                assert store.write_similarity("lesion", knn) == n
+                rates.setdefault(skip, []).append(n / (time.perf_counter() - t0))
+    base = "baseline: the former path (MERGE of every edge by its ends' ids) in the same run"
+    for i, what in enumerate(("10% new edges", "nothing new (a rerun)")):
+        record(BENCH, f"neo4j incremental load edges/s, {what}", rates[True][i], "edges/s",
+               baseline_value=rates[False][i], n=n,
+               note=f"{n:,} lesion SIMILAR_TO edges into a graph holding "
+               f"{'90%' if i == 0 else 'all'} of them; {base}; target >= 100,000 edges/s; "
+               f"{load_avg}")
+
+
+def _neo4j_scale_run(n_lesions: int, folder: str) -> dict:
+    """In a fresh process: build the frames, bulk-import them into a new local server,
+    then the UNWIND path on a tenth of the cohort (the same server, emptied)."""
+    root = Path(folder)
+    tables = synthetic_cohort(n_patients=int(n_lesions / 7.4), n_lesions=n_lesions, k=10)
+    tenth = synthetic_cohort(n_patients=int(n_lesions / 74), n_lesions=n_lesions // 10, k=10)
+    with _neo4j(root) as uri:
+        home = root / "neo4j"
+        took, edges, path = _first_load(uri, home, tables, True)
+        state = server.status(home)
+        server_mib = _hwm_mib(state["pid"])
+        del tables
+        server.stop(home=home)
+        bulk._drop_database(Path(state["data_dir"]))  # an empty database again
+        server.start(state["data_dir"], state["port"], wait_s=300, home=home)
+        base_s, base_edges, base_path = _first_load(uri, home, tenth, False)
+    return {"seconds": took, "edges": edges, "steps": path[1], "base_s": base_s,
+            "base_edges": base_edges, "base_path": base_path[0], "server_mib": server_mib,
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "importer_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+def _hwm_mib(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_neo4j_scale(root: Path, n_lesions: int, load_avg: str) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        r = pool.submit(_neo4j_scale_run, n_lesions, str(root / "neo4j-scale")).result()
+    label = (f"{n_lesions // 10**6}M lesions" if n_lesions >= 10**6
+             else f"{n_lesions // 1000}k lesions")
+    assert r["base_path"] == "unwind"
+    base_rate = r["base_edges"] / r["base_s"]
+    steps = ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in r["steps"].items())
+    note = (f"{r['edges']:,} edges, whole write_graph into a new local server ({steps}); "
+            f"baseline: the UNWIND path on a tenth of the cohort ({r['base_edges']:,} edges "
+            f"in {r['base_s']:.0f} s), its rate extrapolated to this load; {load_avg}")
+    record(BENCH, f"neo4j {label} first load edges/s: bulk import vs UNWIND",
+           r["edges"] / r["seconds"], "edges/s", baseline_value=base_rate, n=r["edges"],
+           note=note + "; target >= 300,000 edges/s")
+    record(BENCH, f"neo4j {label} first load seconds: bulk import vs UNWIND", r["seconds"],
+           "s", baseline_value=r["edges"] / base_rate, n=r["edges"], higher_is_better=False,
+           note=note)
+    record(BENCH, f"neo4j {label} bulk import step edges/s",
+           r["edges"] / r["steps"]["import_s"], "edges/s", n=r["edges"],
+           note="the neo4j-admin import alone (JVM start included); " + load_avg)
+    for who in ("peak", "importer", "server"):
+        record(BENCH, f"neo4j {label} {who} RSS", r[f"{who}_mib"], "MiB", n=r["edges"],
+               higher_is_better=False,
+               note={"peak": "the Python process: frames of the whole cohort and of the "
+                             "tenth, CSV writing",
+                     "importer": "the neo4j-admin import JVM (largest child process)",
+                     "server": "the Neo4j server JVM after the import and index builds "
+                               "(VmHWM)"}[who] + "; limit 8 GiB")
+    shutil.rmtree(root / "neo4j-scale", ignore_errors=True)
 
 
 @contextmanager
@@ -188,6 +328,7 @@ def main(quick: bool = False) -> None:
     load_avg = f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at start"
     try:
         bench_scale(root, 100_000 if quick else 1_000_000)
+        bench_neo4j_scale(root, 100_000 if quick else 1_000_000, load_avg)
         tables = synthetic_cohort(**DEEPLESION, k=10, seed=0)
         repeats = 1 if quick else 3
 
@@ -210,6 +351,8 @@ def main(quick: bool = False) -> None:
 
             with fresh_neo4j() as store:  # warm the server (JIT, caches) before timing
                 _load_phases(store, tables)
+            bench_first_load(uri, root / "neo4j", tables, 1 if quick else 2, load_avg)
+            bench_incremental(uri, tables, load_avg)
             neo, old = _median_loads([fresh_neo4j, fresh_neo4j_by_key], tables, repeats)
             for name, unit, new_v, old_v, n in (
                     ("edges/s", "edges/s", neo[3] / neo[1], old[3] / old[1], neo[3]),

@@ -19,8 +19,10 @@ import stops the server, imports, and starts it again on the same port and data 
 constraints and indexes are created afterwards (the importer of Neo4j Community creates
 none). The CSV files are written to a private temporary folder (0700), which is removed
 afterwards whatever happens, and the importer's output, which can quote rows, is never
-logged or shown. If the import fails, the half-written database is removed, the server
-starts with an empty one, and the caller loads through ``UNWIND``.
+logged or shown. The importer's memory outside its heap is capped by
+``NEO4J_IMPORT_OFFHEAP`` (default 2G; Neo4j's own default is 90% of the free memory), its
+heap is ``NEO4J_HEAP`` as for the server. If the import fails, the half-written database is
+removed, the server starts with an empty one, and the caller loads through ``UNWIND``.
 """
 
 from __future__ import annotations
@@ -224,12 +226,17 @@ def _run_import(java: str, build_dir: Path, data_dir: Path, folder: Path,
     heap = os.environ.get("NEO4J_HEAP", "1g").strip() or "1g"
     if not re.fullmatch(r"\d+[kKmMgG]?", heap):
         raise server.ServerError(f"NEO4J_HEAP must look like 512m or 2g, got {heap!r}")
+    offheap = os.environ.get("NEO4J_IMPORT_OFFHEAP", "2G").strip() or "2G"
+    if not re.fullmatch(r"\d+[kKmMgG]?|\d+%", offheap):
+        raise server.ServerError(f"NEO4J_IMPORT_OFFHEAP must look like 2G or 50%, "
+                                 f"got {offheap!r}")
     cmd = [java, f"-Xmx{heap}", "-XX:+ExitOnOutOfMemoryError", "-Dfile.encoding=UTF-8",
            "--add-opens=java.base/java.nio=ALL-UNNAMED",
            "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
            "-cp", server.classpath(build_dir), "org.neo4j.cli.AdminTool",
            "database", "import", "full", DATABASE, "--overwrite-destination=true",
-           "--multiline-fields=true", f"--report-file={folder / 'import.report'}",
+           "--multiline-fields=true", f"--max-off-heap-memory={offheap}",
+           f"--report-file={folder / 'import.report'}",
            *files]
     env = {k: v for k, v in os.environ.items() if k != "NEO4J_PASSWORD"}
     env.update(NEO4J_HOME=str(data_dir), NEO4J_CONF=str(folder / "conf"))

@@ -116,6 +116,17 @@ def write_edges_by_id(edge: EdgeType, props: Sequence[str], create: bool) -> str
             "RETURN count(r) AS written")
 
 
+def edges_from_ids(edge: EdgeType, props: Sequence[str]) -> str:
+    """Neo4j: the edges of the type leaving the nodes whose internal ids are ``$ids``.
+
+    One record: ``rows``, a list of [source id, target id, then ``props``] (nulls kept).
+    """
+    values = "".join(f", r.{quote(p)}" for p in props)
+    return (f"UNWIND $ids AS i MATCH (a:{quote(edge.src)}) WHERE id(a) = i "
+            f"MATCH (a)-[r:{quote(edge.rel)}]->(b:{quote(edge.dst)}) "
+            f"RETURN collect([id(a), id(b){values}]) AS rows")
+
+
 def count_edges_from(edge: EdgeType) -> str:
     """Neo4j: edges of the type leaving nodes of the source label (from the count store).
 

@@ -313,3 +313,33 @@ def test_incremental_writes_merge_into_a_loaded_graph(store, cohort):
     load(store, cohort)  # the rest arrives by MERGE into non-empty tables
     assert store.stats()["nodes"]["Lesion"] == len(cohort["lesions"])
     assert store.cohort({"ldh": {"min": 250}}) == reference_cohort(cohort, {"ldh": {"min": 250}})
+
+
+def test_reload_with_changed_edges_gives_the_new_properties(store, cohort):
+    load(store, cohort)
+    knn = cohort["lesion_knn"].copy()
+    knn.loc[::7, "score"] = knn.loc[::7, "score"] / 2  # some edges change, the rest do not
+    knn.loc[::11, "rank"] = knn.loc[::11, "rank"] + 100
+    want = similarity_edges(knn)
+    assert store.write_similarity("lesion", knn) == len(want)
+    got = store.query("MATCH (a:Lesion)-[r:SIMILAR_TO]->(b:Lesion) RETURN a.lesion_id AS src, "
+                      "b.lesion_id AS dst, r.score AS score, r.rank AS rank")
+    key = ["src", "dst"]
+    got = got.astype({"rank": "int64"}).sort_values(key, ignore_index=True)
+    want = want.astype({"src": object, "dst": object}).sort_values(key, ignore_index=True)
+    pd.testing.assert_frame_equal(got[list(want.columns)], want, check_dtype=False)
+    assert store.stats() == expected_stats(cohort)
+
+
+def test_edges_added_to_a_part_loaded_kind(store, cohort):
+    knn = cohort["lesion_knn"]
+    store.write_cohort(cohort["patients"], cohort["studies"], cohort["lesions"],
+                       cohort["records"])
+    store.write_similarity("lesion", knn.iloc[::3])  # a third first, then all of them
+    assert store.write_similarity("lesion", knn) == len(similarity_edges(knn))
+    store.write_similarity("patient", cohort["patient_knn"])
+    assert store.stats() == expected_stats(cohort)
+    got = store.query("MATCH (a:Lesion)-[r:SIMILAR_TO]->(b:Lesion) RETURN a.lesion_id AS src, "
+                      "b.lesion_id AS dst, r.score AS score ORDER BY src, dst")
+    want = similarity_edges(knn).sort_values(["src", "dst"], ignore_index=True)
+    assert got["score"].tolist() == want["score"].tolist()
