@@ -1,7 +1,8 @@
-"""Compiled pixel loops for painting slices: a phantom slice is some fifty small shapes, and
-painting each with whole-array numpy operations costs more in per-operation overhead than in
-arithmetic. The loops are compiled once with numba (installed with umap-learn) and cached
-on disk."""
+"""Compiled pixel loops for rendering slices: painting the phantom's shapes and vessels, and
+the scanner's blur and correlated noise. A slice is some fifty small shapes, and painting
+each with whole-array numpy operations costs more in per-operation overhead than in
+arithmetic; the blur and the noise filter share one pass. The loops are compiled once with
+numba (installed with umap-learn) and cached on disk."""
 
 from __future__ import annotations
 
@@ -103,32 +104,70 @@ def _pow(x, power):
     return x * x if power == 2.0 else x**power
 
 
-def gaussian_blur(image: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarray:
-    """A 2-D Gaussian filter, float32, as ``scipy.ndimage.gaussian_filter`` computes it
-    (mode "reflect", radius ``int(truncate * sigma + 0.5)``), in one compiled pass per axis.
-    """
+def gaussian_weights(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """The normalised taps of ``scipy.ndimage.gaussian_filter`` (radius
+    ``int(truncate * sigma + 0.5)``), float32."""
     radius = int(truncate * sigma + 0.5)
     x = np.arange(-radius, radius + 1)
-    weights = np.exp(-0.5 * (x / sigma) ** 2).astype(np.float32)
-    padded = np.pad(image.astype(np.float32, copy=False), radius, mode="symmetric")
-    return _separable(padded, weights / weights.sum())
+    weights = np.exp(-0.5 * (x / sigma) ** 2)
+    return (weights / weights.sum()).astype(np.float32)
 
 
 @njit(cache=True, nogil=True)
-def _separable(padded, weights):
-    """Correlate a padded image's rows, then its columns, with ``weights`` (odd length)."""
+def blur_add_noise(hu, w_hu, white, w_noise, noise_scale, lo, hi):
+    """``blur(hu, w_hu) + noise_scale * blur(white, w_noise)``, clipped to [lo, hi]: the
+    scanner's blur and correlated noise in one compiled pass per axis (mirrored edges, as
+    scipy's mode "reflect")."""
+    n_rows, n_cols = hu.shape
+    a = _rows_pass(_pad_mirror(hu, len(w_hu) // 2), w_hu)
+    b = _rows_pass(_pad_mirror(white, len(w_noise) // 2), w_noise)
+    out = np.empty((n_rows, n_cols), np.float32)
+    acc = np.empty(n_cols, np.float32)
+    noise = np.empty(n_cols, np.float32)
+    for i in range(n_rows):
+        acc[:] = 0.0
+        noise[:] = 0.0
+        for t in range(len(w_hu)):
+            w = w_hu[t]
+            for j in range(n_cols):
+                acc[j] += w * a[i + t, j]
+        for t in range(len(w_noise)):
+            w = w_noise[t]
+            for j in range(n_cols):
+                noise[j] += w * b[i + t, j]
+        for j in range(n_cols):
+            out[i, j] = min(max(acc[j] + noise_scale * noise[j], lo), hi)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _pad_mirror(image, r):
+    n_rows, n_cols = image.shape
+    out = np.empty((n_rows + 2 * r, n_cols + 2 * r), np.float32)
+    for i in range(n_rows + 2 * r):
+        src = _mirror(i - r, n_rows)
+        for j in range(n_cols + 2 * r):
+            out[i, j] = image[src, _mirror(j - r, n_cols)]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _rows_pass(padded, weights):
+    """Correlate the rows of a padded image with ``weights``: all rows, the inner columns."""
     k = len(weights)
-    n_rows, n_cols = padded.shape[0] - k + 1, padded.shape[1] - k + 1
-    rows = np.zeros((padded.shape[0], n_cols), np.float32)
+    n_cols = padded.shape[1] - k + 1
+    out = np.zeros((padded.shape[0], n_cols), np.float32)
     for i in range(padded.shape[0]):
         for t in range(k):
             w = weights[t]
             for j in range(n_cols):
-                rows[i, j] += w * padded[i, j + t]
-    out = np.zeros((n_rows, n_cols), np.float32)
-    for i in range(n_rows):
-        for t in range(k):
-            w = weights[t]
-            for j in range(n_cols):
-                out[i, j] += w * rows[i + t, j]
+                out[i, j] += w * padded[i, j + t]
     return out
+
+
+@njit(cache=True, inline="always")
+def _mirror(k, n):
+    """Index k reflected into 0..n-1 about the edges (d c b a | a b c d | d c b a)."""
+    while k < 0 or k >= n:
+        k = -k - 1 if k < 0 else 2 * n - k - 1
+    return k

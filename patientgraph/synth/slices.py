@@ -14,7 +14,7 @@ from patientgraph.synth.anatomy import _Body, _Canvas, _paint_anatomy
 from patientgraph.synth.cohort import _Study
 from patientgraph.synth.lesions import _paint_lesion
 from patientgraph.synth.params import _NOISE, AIR, _rng
-from patientgraph.synth.raster import gaussian_blur
+from patientgraph.synth.raster import blur_add_noise, gaussian_weights
 
 
 def _render_slice(seed: int, pid: int, body: _Body, study: _Study, k: int,
@@ -30,9 +30,9 @@ def _render_slice(seed: int, pid: int, body: _Body, study: _Study, k: int,
     for view in study.views:
         if abs(z_mm - view.z_mm) < view.z_semi_mm:
             _paint_lesion(cv, view, z_mm - view.z_mm)
-    hu = gaussian_blur(hu, 0.5)
-    hu += study.noise_sd * _ct_noise(_rng(seed, pid, _NOISE, study.index, k), hu.shape[0])
-    return np.clip(hu, -1024, 3071)
+    white = _white_noise(_rng(seed, pid, _NOISE, study.index, k), hu.shape[0])
+    return blur_add_noise(hu, _BLUR_TAPS, white, _NOISE_TAPS,
+                          np.float32(study.noise_sd * _noise_gain()), -1024.0, 3071.0)
 
 
 def _mottle(rng, size: int, grain_px: float) -> np.ndarray:
@@ -50,15 +50,19 @@ _NOISE_SIGMA_PX = 0.7
 """CT noise is slightly correlated between neighbouring pixels."""
 
 
-def _ct_noise(rng, size: int) -> np.ndarray:
-    """Gaussian-filtered white noise with unit variance.
+_BLUR_TAPS = gaussian_weights(0.5)
+"""The scanner's blur of the painted slice."""
+_NOISE_TAPS = gaussian_weights(_NOISE_SIGMA_PX, truncate=3.0)
 
-    The white noise is drawn as 16-bit integers mapped through the normal quantile function
+
+def _white_noise(rng, size: int) -> np.ndarray:
+    """Unit-variance white noise, float32, before the filter that correlates it.
+
+    Drawn as 16-bit integers mapped through the normal quantile function
     (:func:`_normal_quantiles`): several times cheaper than exact normal draws, and after the
     filter indistinguishable from them.
     """
-    white = _normal_quantiles()[rng.integers(0, 1 << 16, (size, size), dtype=np.uint16)]
-    return gaussian_blur(white, _NOISE_SIGMA_PX, truncate=3.0) * np.float32(_noise_gain())
+    return _normal_quantiles()[rng.integers(0, 1 << 16, (size, size), dtype=np.uint16)]
 
 
 @functools.lru_cache(maxsize=1)
