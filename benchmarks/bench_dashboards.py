@@ -11,7 +11,8 @@ turns, so that what else the machine runs falls on both alike:
 
 - start: from launching ``patientgraph serve`` until the first page has answered 200 (the
   index page, the layout, the callback graph and the routing callback that renders the
-  overview, what a browser asks for before it shows anything), median of a few launches;
+  overview, what a browser asks for before it shows anything), median of a few launches,
+  with the CPU seconds the server spent until then (the wall time on an idle machine);
 - each page's full render: the routing callback that builds the page, figures included,
   over HTTP from one user, p50 and p99;
 - the main callbacks (select a patient: its similar patients; their survival; its crops;
@@ -136,9 +137,12 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def start_seconds(root: Path, first_page: dict, tree: Path | None = None) -> float:
-    """Seconds from launching ``patientgraph serve`` until the first page has answered:
-    GET /, the layout and the callback graph, then the routing callback of the overview."""
+def start_seconds(root: Path, first_page: dict,
+                  tree: Path | None = None) -> tuple[float, float]:
+    """Seconds from launching ``patientgraph serve`` until the first page has answered
+    (GET /, the layout and the callback graph, then the routing callback of the overview),
+    and the CPU seconds the server process spent until then (what the wall time would be
+    on an idle machine, give or take the disk)."""
     import requests
 
     port = _free_port()
@@ -152,9 +156,16 @@ def start_seconds(root: Path, first_page: dict, tree: Path | None = None) -> flo
                 session.get(base + path, timeout=60).raise_for_status()
             session.post(base + "/_dash-update-component", json=first_page,
                          timeout=60).raise_for_status()
-        return time.perf_counter() - t0
+        wall = time.perf_counter() - t0
+        return wall, _cpu_seconds(proc.pid)
     finally:
         _stop(proc)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a running process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def http_client(app, base: str):
@@ -331,7 +342,7 @@ def measure(root: Path, app, tree: Path, *, pages: int, calls: int, seconds: flo
     data = app.server.config["explorer"].data
     trees = {"before": tree, "now": None}
     out: dict[str, dict] = {name: {} for name in trees}
-    starts: dict[str, list[float]] = {name: [] for name in trees}
+    starts: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
     for _ in range(STARTS):
         for name, where in trees.items():
             starts[name].append(start_seconds(root, first, where))
@@ -345,7 +356,8 @@ def measure(root: Path, app, tree: Path, *, pages: int, calls: int, seconds: flo
                 users[name].append(hammer(base, part, seconds / rounds))
         clients = {name: http_client(app, base) for name, base in bases.items()}
         for name in trees:
-            out[name] = {"start": float(np.median(starts[name])),
+            out[name] = {"start": float(np.median([w for w, _ in starts[name]])),
+                         "start cpu": float(np.median([c for _, c in starts[name]])),
                          "users": pooled(users[name]), "pages": {}, "callbacks": {}}
         for title in _page_titles():
             for name, client in clients.items():
@@ -385,6 +397,10 @@ def main(quick: bool = False, patients: int | None = None,
     record(bench, "start: serve launch to first page", now["start"], "s",
            baseline_value=before["start"], n=STARTS, higher_is_better=False,
            note=f"{size}; median of {STARTS} launches; target under 3 s; {versus}")
+    record(bench, "start: serve launch to first page, server CPU", now["start cpu"], "s",
+           baseline_value=before["start cpu"], n=STARTS, higher_is_better=False,
+           note=f"{size}; CPU seconds of the serve process until its first page (the wall "
+           f"time on an idle machine), median of {STARTS} launches; {versus}")
     for title, figure in now["pages"].items():
         record_latency(bench, f"page {title.lower()} full render (HTTP)", figure,
                        before["pages"][title], pages,

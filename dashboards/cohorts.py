@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from dashboards.data import FORECAST_CATEGORIES, FORECAST_HORIZON, LESION_FIELDS
+from dashboards.data import FORECAST_HORIZON, LESION_FIELDS, forecast_categories
 from patientgraph.errors import InputError, did_you_mean
 
 VERSION = 1
@@ -234,18 +234,19 @@ def _check_condition(name: str, condition: Any, source: str | Path | None) -> No
 
 
 def _check_categories(condition: Any, source: str | Path | None) -> None:
-    """A forecast-category condition: one of :data:`FORECAST_CATEGORIES`, or a list of them."""
+    """A forecast-category condition: one of :func:`forecast_categories`, or a list of them."""
     values = condition if isinstance(condition, list) else [condition]
-    allowed = ", ".join(FORECAST_CATEGORIES)
+    categories = forecast_categories()
+    allowed = ", ".join(categories)
     if not values:
         raise InputError(source, f"the list of values of {FORECAST_FIELD!r} is empty",
                          f"pick forecast categories from: {allowed}")
     for value in values:
-        if not isinstance(value, str) or value not in FORECAST_CATEGORIES:
+        if not isinstance(value, str) or value not in categories:
             shown = repr(value) if isinstance(value, str) and len(value) <= 40 else (
                 f"a text of {len(value)} characters" if isinstance(value, str)
                 else f"something of type {type(value).__name__}")
-            hint = did_you_mean(value, FORECAST_CATEGORIES) if isinstance(value, str) else ""
+            hint = did_you_mean(value, categories) if isinstance(value, str) else ""
             raise InputError(source, f"{shown} is not a forecast category (at +"
                              f"{FORECAST_HORIZON:.0f} d).{hint}",
                              f"pick forecast categories from: {allowed}")

@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from discovery.recist import CATEGORIES
 from graphdb.schema import FORECAST_HORIZONS
 from patientgraph.errors import InputError
 from patientgraph.options import env_number
@@ -32,8 +31,6 @@ from patientgraph.workspace import Workspace
 DISCOVERY_DIR = "discovery"
 DISCOVERY_TABLES = ("clusters", "cluster_summary", "tracks", "patient_growth", "candidates",
                     "biomarkers", "risk", "risk_explain", "forecasts", "patient_forecasts")
-FORECAST_CATEGORIES = tuple(reversed(CATEGORIES))
-"""The forecast categories a cohort can select (discovery.recist's, worst first)."""
 FORECAST_HORIZON = float(max(FORECAST_HORIZONS))
 """Days after a patient's last study of the forecast the explorer shows and splits by (the
 discover stage's longest default horizon)."""
@@ -46,6 +43,23 @@ LESION_FIELDS = ("coarse_type", "cluster", "long_mm", "short_mm", "loc_x", "loc_
 T = TypeVar("T")
 QUERY_TIMEOUT_ENV = "PATIENTGRAPH_QUERY_TIMEOUT_S"
 DEFAULT_QUERY_TIMEOUT_S = 5.0
+
+
+def forecast_categories() -> tuple[str, ...]:
+    """The forecast categories a cohort can select (discovery.recist's, worst first).
+
+    Read on first use: the discovery package imports pandera, which serving the first page
+    does not need. Also importable as ``FORECAST_CATEGORIES``.
+    """
+    from discovery.recist import CATEGORIES
+
+    return tuple(reversed(CATEGORIES))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FORECAST_CATEGORIES":
+        return forecast_categories()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def query_timeout_s(environ: Mapping[str, str] | None = None) -> float:

@@ -24,7 +24,7 @@ from dashboards.cohorts import (
     describe,
 )
 from dashboards.context import Explorer, guarded
-from dashboards.data import COARSE_TYPE_NAMES, FORECAST_CATEGORIES, FORECAST_HORIZON
+from dashboards.data import COARSE_TYPE_NAMES, FORECAST_HORIZON, forecast_categories
 from dashboards.pages import ROW, error, note
 from dashboards.survival import compare
 
@@ -75,7 +75,7 @@ def _builder(explorer: Explorer, letter: str, stored: dict | None) -> html.Div:
             style=LABEL),
         html.Label([f"Forecast at +{FORECAST_HORIZON:.0f} d", dcc.Dropdown(
             id=f"{pid}-forecast", multi=True, value=values["forecast"],
-            options=[{"label": c.replace("_", " "), "value": c} for c in FORECAST_CATEGORIES],
+            options=[{"label": c.replace("_", " "), "value": c} for c in forecast_categories()],
             disabled=not forecasts,
             placeholder="pick forecast categories" if forecasts
             else "no growth forecasts: run the discover stage")], style=LABEL),

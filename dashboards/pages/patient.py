@@ -27,7 +27,6 @@ from dashboards.similar import Neighbours
 from dashboards.survival import compare
 from embed.fusion import MODALITIES
 from patientgraph.errors import InputError
-from patientgraph.schema import unknown_id
 
 K_DEFAULT = 10
 K_MAX = 100
@@ -330,6 +329,8 @@ def _known(explorer: Explorer, patient_id: Any) -> str:
     patient (see :func:`patientgraph.schema.unknown_id`)."""
     table = explorer.data.patient_table
     if not isinstance(patient_id, str) or patient_id not in table.index:
+        from patientgraph.schema import unknown_id  # pandera: only on this rare path
+
         raise unknown_id(patient_id, table.index, "patient_id")
     return patient_id
 
