@@ -158,7 +158,10 @@ class EmbedConfig:
 
     ``weights`` are the default modality weights of the patient vector (:mod:`embed.fusion`);
     ``on_image_error`` is ``"skip"`` (embed what can be read, list the failures) or
-    ``"raise"``; ``encoder_checkpoint`` uses a trained encoder instead of training one.
+    ``"raise"``; ``encoder_checkpoint`` uses a trained encoder instead of training one;
+    ``cache_crops`` keeps the lesion crops in the workspace (``cache/crops``, about 1 GB at
+    DeepLesion scale) so that the next run with the same crop settings, lesions and images
+    skips reading the slices (:func:`embed.crops.cached_crops`).
     """
 
     crop: CropConfig = field(default_factory=CropConfig)
@@ -170,6 +173,7 @@ class EmbedConfig:
     encoder_checkpoint: str | None = None
     workers: int = 2
     inference_batch_size: int = 256
+    cache_crops: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (tuples as lists, weights as a mapping)."""
@@ -194,6 +198,9 @@ class EmbedConfig:
         _check_choice("on_image_error", out.on_image_error, ON_IMAGE_ERROR,
                       "use skip (embed what can be read, list the failures) or raise")
         _check_crop(out.crop)
+        if not isinstance(out.cache_crops, bool):
+            raise InputError(None, f"embed option cache_crops is {out.cache_crops!r}",
+                             "give true (keep the crops for the next run) or false")
         rounds = out.train.rounds
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
             raise InputError(None, f"embed option train.rounds is {rounds!r}",

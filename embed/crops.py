@@ -10,7 +10,10 @@ reported, not fatal (unless asked): :class:`CropSet` keeps the reason per lesion
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+import os
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +24,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from embed.config import CropConfig
+from patientgraph.atomic import atomic_path, make_private_dirs
 from patientgraph.errors import InputError, did_you_mean
 from patientgraph.imaging import WINDOWS, lesion_crop
+from patientgraph.workspace import fingerprint
 
 Progress = Callable[[int, int], None]
 
@@ -173,6 +178,62 @@ def read_crops(
         if progress:
             progress(done, n)
     return CropSet(hu, problems)
+
+
+CACHE_FORMAT = 1
+"""Bumped when a crop file's layout or what :func:`lesion_crop` computes changes."""
+CACHE_KEEP = 2
+"""Crop files kept per cache folder (the newest used): about 1 GB each at DeepLesion scale
+with the default crop, so the current crop settings and one other."""
+
+
+def cached_crops(
+    lesions: pd.DataFrame,
+    image_root: str | Path | None,
+    crop: CropConfig,
+    folder: str | Path,
+    inputs: Mapping[str, str],
+    *,
+    workers: int = 2,
+    progress: Progress | None = None,
+) -> tuple[CropSet, bool]:
+    """:func:`read_crops`, kept in ``folder`` for the next run with the same crop settings,
+    lesion table and images: reading and resampling the slices is most of an embed run
+    with a given encoder, and trainings with other options, reruns and later rounds need
+    the same crops. ``inputs`` identify the lesion table and the images (the stage's
+    fingerprints of them: the images' is the ingest's hash of every image file).
+
+    Returns the crops and whether they came from the cache. A file that does not match
+    what it should hold (other lesion count or shape, unreadable) is read afresh and
+    replaced. Files are written atomically, 0600, in a 0700 folder; the :data:`CACHE_KEEP`
+    most recently used are kept.
+    """
+    folder = make_private_dirs(folder)
+    key = fingerprint({"format": CACHE_FORMAT, "crop": dataclasses.asdict(crop),
+                       "image_root": str(image_root), "rows": len(lesions)}, dict(inputs))
+    path = Path(folder) / f"crops-{key[:20]}.npz"
+    shape = (len(lesions), crop.depth, crop.out_px, crop.out_px)
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                hu, rows, messages = npz["hu"], npz["problem_rows"], npz["problems"]
+            if hu.shape == shape and hu.dtype == np.float16 and len(rows) == len(messages):
+                os.utime(path)  # most recently used
+                if progress:
+                    progress(len(lesions), len(lesions))
+                return CropSet(hu, {int(r): str(m) for r, m in
+                                    zip(rows, messages, strict=True)}), True
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # damaged or of another layout: read afresh and replace it below
+    crops = read_crops(lesions, image_root, crop, workers=workers, progress=progress)
+    rows = np.array(sorted(crops.problems), np.int64)
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, hu=crops.hu, problem_rows=rows,
+                 problems=np.array([crops.problems[r] for r in rows], dtype=str))
+    for old in sorted(Path(folder).glob("crops-*.npz"), key=lambda f: f.stat().st_mtime,
+                      reverse=True)[CACHE_KEEP:]:
+        old.unlink(missing_ok=True)
+    return crops, False
 
 
 def window_bounds(windows: Sequence[str | tuple[float, float]]) -> np.ndarray:

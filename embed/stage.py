@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from embed.config import EmbedConfig
-from embed.crops import lesion_metadata, read_crops
+from embed.crops import cached_crops, lesion_metadata, read_crops
 from embed.encoder import LesionEncoder, load_encoder, read_checkpoint, save_encoder
 from embed.fusion import MODALITIES, fuse, pool_lesions, resolve_weights
 from embed.inference import embed_crops, resolve_device
@@ -46,6 +46,8 @@ PATIENTS = "embeddings/patients.parquet"
 FAILURES = "embeddings/failures.parquet"
 LESION_MODEL = "models/lesion_encoder.pt"
 RECORD_MODEL = "models/record_encoder.pt"
+CROP_CACHE = "cache/crops"
+"""Crops kept for the next run (:func:`embed.crops.cached_crops`); safe to delete."""
 WEIGHTS_KEY = "patientgraph.weights"
 """Parquet metadata key of patients.parquet holding the default modality weights (JSON)."""
 
@@ -82,7 +84,8 @@ def run(
         summary.update(reused_lesion_embeddings=True,
                        training=previous.get("training", {}))
     else:
-        lesion_table, failures, encoder, training = _embed_lesions(ws, cfg, lesions, progress)
+        lesion_table, failures, encoder, training = _embed_lesions(ws, cfg, lesions, inputs,
+                                                                   progress)
         summary.update(reused_lesion_embeddings=False, training=training)
     summary["lesion_fingerprint"] = lesion_fp
     patients, record_encoder = _patient_vectors(ws, cfg, lesion_table, lesions, weights)
@@ -131,17 +134,30 @@ def _lesion_config(cfg: EmbedConfig) -> dict[str, Any]:
 
 
 def _embed_lesions(
-    ws: Workspace, cfg: EmbedConfig, lesions: pd.DataFrame, progress: Progress | None,
+    ws: Workspace, cfg: EmbedConfig, lesions: pd.DataFrame, inputs: Mapping[str, str],
+    progress: Progress | None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, LesionEncoder, dict[str, Any]]:
     """Read crops, train (or load) the encoder, embed: (lesion table, failures, encoder,
-    training summary); nothing is written."""
-    crops = read_crops(lesions, ws.image_root(), cfg.crop, workers=cfg.workers,
-                       progress=progress)
+    training summary); nothing is written but the crop cache."""
+    # a checkpoint that does not fit the config fails before minutes of reading slices
+    given = _checkpoint(cfg) if cfg.encoder_checkpoint else None
+    if cfg.cache_crops:
+        crops, _cached = cached_crops(lesions, ws.image_root(), cfg.crop, ws.path(CROP_CACHE),
+                                      _lesion_inputs(inputs), workers=cfg.workers,
+                                      progress=progress)
+    else:
+        crops = read_crops(lesions, ws.image_root(), cfg.crop, workers=cfg.workers,
+                           progress=progress)
     failures = crops.failures(lesions)
     _check_failures(failures, len(lesions), cfg.on_image_error)
     ok = crops.ok
     readable = lesions[ok].reset_index(drop=True)
-    encoder, training = _encoder(ws, cfg, crops.hu[ok], readable, progress)
+    if given is not None:
+        encoder, training = given
+    else:
+        result = train_lesion_encoder(crops.hu[ok], readable, ws.table("studies"), cfg,
+                                      progress=progress)
+        encoder, training = result.encoder, result.summary()
     vectors = embed_crops(encoder, crops.hu[ok], lesion_metadata(readable),
                           batch_size=cfg.inference_batch_size, device=cfg.train.device,
                           progress=progress)
@@ -165,19 +181,13 @@ def _check_failures(failures: pd.DataFrame, n_lesions: int, on_image_error: str)
         )
 
 
-def _encoder(ws: Workspace, cfg: EmbedConfig, hu: np.ndarray, lesions: pd.DataFrame,
-             progress: Progress | None) -> tuple[LesionEncoder, dict[str, Any]]:
-    """The given checkpoint, or an encoder trained on this cohort."""
-    if cfg.encoder_checkpoint:
-        encoder = load_encoder(cfg.encoder_checkpoint, expect_crop=cfg.crop,
-                               expect_encoder=cfg.encoder)
-        metadata = read_checkpoint(cfg.encoder_checkpoint).get("metadata", {})
-        training = {"checkpoint": str(cfg.encoder_checkpoint), **metadata}
-    else:
-        result = train_lesion_encoder(hu, lesions, ws.table("studies"), cfg,
-                                      progress=progress)
-        encoder, training = result.encoder, result.summary()
-    return encoder, training
+def _checkpoint(cfg: EmbedConfig) -> tuple[LesionEncoder, dict[str, Any]]:
+    """The given encoder checkpoint (checked against the crop and network config) and its
+    training summary."""
+    encoder = load_encoder(cfg.encoder_checkpoint, expect_crop=cfg.crop,
+                           expect_encoder=cfg.encoder)
+    metadata = read_checkpoint(cfg.encoder_checkpoint).get("metadata", {})
+    return encoder, {"checkpoint": str(cfg.encoder_checkpoint), **metadata}
 
 
 def _patient_vectors(ws: Workspace, cfg: EmbedConfig, lesion_table: pd.DataFrame,

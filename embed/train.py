@@ -178,8 +178,20 @@ def train_lesion_encoder(
     started = time.perf_counter()
     tc = config.train
     data = _prepare_data(hu, lesions, studies, config)
-    train = np.flatnonzero(data.role == TRAIN)
     device = resolve_device(tc.device)
+    benchmark = torch.backends.cudnn.benchmark
+    # every step has the same shapes: let cuDNN time its kernels once and keep the fastest
+    torch.backends.cudnn.benchmark = benchmark or device.type == "cuda"
+    try:
+        return _train(data, config, device, progress, started)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def _train(data: _Data, config: EmbedConfig, device: torch.device,
+           progress: Progress | None, started: float) -> TrainingResult:
+    tc = config.train
+    train = np.flatnonzero(data.role == TRAIN)
     validate = _validator(data, config, device)
     given = labels = data.types.copy()
     result, heads = _train_round(data, given, config, validate, device, progress, 1)
@@ -236,6 +248,7 @@ def _train_round(data: _Data, labels: np.ndarray, config: EmbedConfig, validate:
                            np.random.default_rng(tc.seed), patient=data.patient,
                            patient_group=tc.patient_group if tc.same_patient_weight > 0 else 0)
     generator = torch.Generator(device=device).manual_seed(tc.seed)
+    arrays = _OnDevice(data, device)
 
     result = TrainingResult(model, validate.metric, -math.inf, 0)
     best_state = copy.deepcopy(model.state_dict())
@@ -247,7 +260,7 @@ def _train_round(data: _Data, labels: np.ndarray, config: EmbedConfig, validate:
         losses = []
         for step in range(steps):
             batch = sampler()
-            loss = _step_loss(model, heads, data, batch, generator, device, tc)
+            loss = _step_loss(model, heads, arrays, batch, generator, tc)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -355,27 +368,46 @@ class TrainingHeads(nn.Module):
         return z @ F.normalize(self.proxies, dim=1).T / temperature
 
 
-def _step_loss(model: LesionEncoder, heads: TrainingHeads, data: _Data, batch: np.ndarray,
-               generator: torch.Generator, device: torch.device,
-               tc: TrainConfig) -> torch.Tensor:
-    crops = torch.from_numpy(data.hu[batch].astype(np.float32)).to(device, non_blocking=True)
-    views = paired_views(crops, generator, n_slices=model.crop_config.n_slices)
-    lesion = torch.from_numpy(np.tile(batch, 2))
+class _OnDevice:
+    """The training arrays as tensors on the training device, so a step gathers its batch
+    there: on CUDA every crop sits in GPU memory once (float16 HU, ~0.7 GB at DeepLesion
+    scale with the default crop) and a step sends only its indices, instead of copying its
+    crops over the bus; on the CPU the tensors share the arrays' memory. Types change
+    with pseudo-labels, so :meth:`types` follows ``data.types``."""
+
+    def __init__(self, data: _Data, device: torch.device):
+        self.data, self.device = data, device
+        self.hu = torch.from_numpy(data.hu).to(device)
+        self.track = torch.from_numpy(data.track).to(device)
+        self.patient = torch.from_numpy(data.patient_code).to(device)
+        self.targets = torch.from_numpy(data.targets).to(device)
+        self.metadata = torch.from_numpy(data.metadata).to(device)
+        self._types: tuple[np.ndarray, torch.Tensor] | None = None
+
+    def types(self) -> torch.Tensor:
+        if self._types is None or self._types[0] is not self.data.types:
+            self._types = (self.data.types, torch.from_numpy(self.data.types).to(self.device))
+        return self._types[1]
+
+
+def _step_loss(model: LesionEncoder, heads: TrainingHeads, arrays: _OnDevice,
+               batch: np.ndarray, generator: torch.Generator, tc: TrainConfig) -> torch.Tensor:
+    index = torch.from_numpy(batch).to(arrays.device, non_blocking=True)
+    views = paired_views(arrays.hu[index].float(), generator,
+                         n_slices=model.crop_config.n_slices)
+    both = index.repeat(2)
+    types = arrays.types()[both]
     weights = positive_weights(
-        lesion, torch.from_numpy(np.tile(data.track[batch], 2)),
-        torch.from_numpy(np.tile(data.types[batch], 2)),
+        both, arrays.track[both], types,
         same_lesion_weight=tc.same_lesion_weight, type_weight=tc.type_weight,
-        patient=torch.from_numpy(np.tile(data.patient_code[batch], 2)),
-        same_patient_weight=tc.same_patient_weight,
-    ).to(device)
-    targets = torch.from_numpy(np.tile(data.targets[batch], (2, 1))).to(device)
-    metadata = torch.from_numpy(np.tile(data.metadata[batch], (2, 1)))
-    with autocast(device):
-        z = model(views, metadata.to(device))
+        patient=arrays.patient[both], same_patient_weight=tc.same_patient_weight,
+    )
+    targets = arrays.targets[both]
+    with autocast(arrays.device):
+        z = model(views, arrays.metadata[both])
     z = z.float()
     loss = soft_contrastive_loss(z, weights, tc.temperature)
     regression = masked_regression_loss(heads.regression(z), targets, ~torch.isnan(targets))
-    types = torch.from_numpy(np.tile(data.types[batch], 2)).to(device)
     typed = types >= 0
     if typed.any():
         proxy = F.cross_entropy(heads.type_logits(z[typed], tc.temperature), types[typed])

@@ -11,8 +11,10 @@ import torch
 
 from embed.config import FAST
 from embed.crops import (
+    CACHE_KEEP,
     METADATA,
     CTWindows,
+    cached_crops,
     lesion_locations,
     lesion_metadata,
     read_crops,
@@ -97,3 +99,67 @@ def test_lesion_metadata_is_location_then_reading_window():
     no_windows = lesion_metadata(table.drop(columns=["window_lo", "window_hi"]))
     assert np.isnan(no_windows[:, 3:]).all()
     np.testing.assert_array_equal(no_windows[:, :3], meta[:, :3])
+
+
+def _reads_counted(monkeypatch) -> list[int]:
+    """Count the lesions read from images (through embed.crops.read_crops)."""
+    import embed.crops as crops_module
+
+    calls, real = [], crops_module.read_crops
+
+    def counting(lesions, *args, **kwargs):
+        calls.append(len(lesions))
+        return real(lesions, *args, **kwargs)
+
+    monkeypatch.setattr(crops_module, "read_crops", counting)
+    return calls
+
+
+def test_cached_crops_are_read_once_and_equal_a_fresh_read(ingested, tmp_path, monkeypatch):
+    lesions = ingested.table("lesions").head(10).copy()
+    lesions.loc[3, "series_ref"] = "missing_series"
+    inputs = {"images": "img-1", "lesions": "les-1"}
+    calls = _reads_counted(monkeypatch)
+    first, hit1 = cached_crops(lesions, ingested.image_root(), FAST.crop, tmp_path / "cache",
+                               inputs, workers=0)
+    second, hit2 = cached_crops(lesions, ingested.image_root(), FAST.crop, tmp_path / "cache",
+                                inputs, workers=0)
+    assert (hit1, hit2) == (False, True) and calls == [10]
+    assert np.array_equal(second.hu, first.hu) and second.hu.dtype == np.float16
+    assert second.problems == first.problems and list(second.problems) == [3]
+    files = list((tmp_path / "cache").iterdir())
+    assert len(files) == 1 and files[0].stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
+
+
+def test_cached_crops_follow_the_settings_and_inputs(ingested, tmp_path, monkeypatch):
+    lesions = ingested.table("lesions").head(4)
+    calls = _reads_counted(monkeypatch)
+    folder, root = tmp_path / "cache", ingested.image_root()
+    cached_crops(lesions, root, FAST.crop, folder, {"images": "a", "lesions": "b"}, workers=0)
+    # other images, another lesion table, other crop settings: each reads again
+    cached_crops(lesions, root, FAST.crop, folder, {"images": "a2", "lesions": "b"}, workers=0)
+    cached_crops(lesions, root, FAST.crop, folder, {"images": "a2", "lesions": "b2"}, workers=0)
+    wider = dataclasses.replace(FAST.crop, size_mm=80.0)
+    out, hit = cached_crops(lesions, root, wider, folder, {"images": "a2", "lesions": "b2"},
+                            workers=0)
+    assert calls == [4, 4, 4, 4] and not hit and out.hu.shape == (4, 4, 32, 32)
+    assert len(list(folder.glob("crops-*.npz"))) == CACHE_KEEP  # the oldest were removed
+    # the most recently used file is kept; the first key's file is gone and reads again
+    cached_crops(lesions, root, FAST.crop, folder, {"images": "a", "lesions": "b"}, workers=0)
+    assert calls == [4, 4, 4, 4, 4]
+
+
+def test_a_damaged_cache_file_is_read_afresh(ingested, tmp_path, monkeypatch):
+    lesions = ingested.table("lesions").head(3)
+    inputs = {"images": "a", "lesions": "b"}
+    calls = _reads_counted(monkeypatch)
+    fresh, _ = cached_crops(lesions, ingested.image_root(), FAST.crop, tmp_path, inputs,
+                            workers=0)
+    (path,) = tmp_path.glob("crops-*.npz")
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    again, hit = cached_crops(lesions, ingested.image_root(), FAST.crop, tmp_path, inputs,
+                              workers=0)
+    assert not hit and calls == [3, 3] and np.array_equal(again.hu, fresh.hu)
+    assert cached_crops(lesions, ingested.image_root(), FAST.crop, tmp_path, inputs,
+                        workers=0)[1]

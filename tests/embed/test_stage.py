@@ -67,6 +67,30 @@ def test_rerun_is_skipped_and_force_is_reproducible(embedded_copy):
     assert tree_digest(embedded_copy.path("embeddings")) == before  # same seed, same bytes
 
 
+def test_a_forced_rerun_reads_no_image_and_gives_the_same_bytes(embedded_copy, monkeypatch):
+    import embed.crops
+
+    assert list(embedded_copy.path(stage.CROP_CACHE).glob("crops-*.npz"))  # the first run's
+    before = tree_digest(embedded_copy.path("embeddings"))
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the crops should come from the cache")
+
+    monkeypatch.setattr(embed.crops, "read_crops", no_reading)
+    monkeypatch.setattr(stage, "read_crops", no_reading)
+    summary = stage.run(embedded_copy, config=FAST, force=True)
+    assert not summary["reused_lesion_embeddings"]
+    assert tree_digest(embedded_copy.path("embeddings")) == before
+    # without the cache the stage reads the images again
+    with pytest.raises(AssertionError, match="from the cache"):
+        stage.run(embedded_copy, config={**FAST, "cache_crops": False}, force=True)
+
+
+def test_cache_crops_must_be_true_or_false():
+    with pytest.raises(InputError, match="cache_crops"):
+        stage.EmbedConfig.from_dict({"cache_crops": "yes"})
+
+
 def test_new_weights_reuse_the_lesion_embeddings(embedded_copy):
     lesions_before = tree_digest(embedded_copy.path("embeddings"))["lesions.parquet"]
     summary = stage.run(embedded_copy, config={**FAST, "weights": {"imaging": 1, "records": 0}})
