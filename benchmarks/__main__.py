@@ -8,7 +8,7 @@ import importlib
 from benchmarks.results import render
 
 BENCHMARKS = ["bench_ingest", "bench_embed", "bench_graph", "bench_dashboards", "bench_discovery",
-              "bench_forecast", "bench_security"]
+              "bench_forecast", "bench_security", "bench_pipeline"]
 
 
 def main() -> None:
