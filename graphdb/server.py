@@ -23,6 +23,9 @@ Environment:
     NEO4J_DENSE_THRESHOLD    relationships from which a node keeps them grouped by type
                              (default 10; Neo4j's own default is 50); applies as nodes are
                              written, so set it before a load
+    NEO4J_IMPORT_OFFHEAP     memory outside the heap of the bulk importer (default 2G), which
+                             :mod:`graphdb.bulk` runs from the launcher's class path to load a
+                             new graph into this server's empty database
     JAVA_HOME                which Java to use (else ``java`` on PATH); Java 17 or 21
 
 Needs Java 17+ and, to build the launcher the first time, Maven 3.8+ reaching Maven Central
