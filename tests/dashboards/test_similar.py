@@ -128,3 +128,30 @@ def test_the_warm_up_loads_the_index_after_the_first_page(workspace):
     assert not thread.is_alive()
     assert explorer.neighbours._loaded is not None
     explorer.data.graph.close()
+
+
+SERVE_WITHOUT = """
+import sys
+from dashboards.app import create_app
+from dashboards.protocol import CallbackClient
+app = create_app(sys.argv[1])
+client = CallbackClient(app, app.server.test_client().post)
+explorer = app.server.config["explorer"]
+patient = explorer.data.patient_ids[0]
+client.call("page.children", {"url.pathname": "/"})
+client.call("patient-similar.data", {"patient-select.value": patient, "patient-k.value": 5,
+                                     "patient-weight.value": 0.5})
+client.call("patient-km.figure", {"patient-select.value": patient, "patient-k.value": 5,
+                                  "patient-weight.value": 0.5})
+explorer.warm()
+print("loaded:" + ",".join(sorted(m for m in ("torch", "monai") if m in sys.modules)))
+"""
+
+
+def test_serving_never_imports_the_deep_learning_stack(workspace):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", SERVE_WITHOUT, str(workspace.root)],
+                         capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "loaded:"
