@@ -355,7 +355,7 @@ class Neo4jStore(GraphStore):
         both = load.merge(graph.drop_duplicates(["a", "b"]), on=["a", "b"], how="left",
                           suffixes=("", "_graph"), indicator=True)
         absent = (both["_merge"] == "left_only").to_numpy()
-        same = ~absent & both["once"].fillna(False).to_numpy(dtype=bool)
+        same = ~absent & both["once"].eq(True).to_numpy()
         for p in props:
             mine, theirs = both[p], both[f"{p}_graph"]
             same &= ((mine == theirs).fillna(False) | (mine.isna() & theirs.isna())).to_numpy()
