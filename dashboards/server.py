@@ -5,6 +5,11 @@ served by waitress (a production WSGI server) with ``workers`` threads (default
 :data:`DEFAULT_THREADS`); the graph is then shared by the threads of one process under a
 lock (see :class:`dashboards.data.GraphAccess`). ``dev`` serves it with Flask's
 development server instead (single process, for working on the explorer itself).
+
+Only what the first page needs is loaded before the server answers; the survival modules
+and the patient index load in a background thread once that page has been served
+(:meth:`dashboards.context.Explorer.warm_in_background`), so neither the start nor, as a
+rule, a first click waits for them.
 """
 
 from __future__ import annotations
