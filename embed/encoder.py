@@ -86,17 +86,27 @@ class ContextSignature(nn.Module):
         radius = torch.hypot(yy - centre, xx - centre).flatten() * px
         edges = torch.tensor([*self.RINGS_MM, float("inf")]) * ring_scale
         rings = (radius[None] >= edges[:-1, None]) & (radius[None] < edges[1:, None])
-        rings = rings[rings.any(dim=1)].float()
-        self.register_buffer("rings", rings / rings.sum(dim=1, keepdim=True), persistent=False)
+        rings = rings[rings.any(dim=1)]  # each pixel lies in exactly one ring
+        self.register_buffer("ring_of", rings.float().argmax(dim=0), persistent=False)
+        self.register_buffer("ring_size", rings.sum(dim=1).float(), persistent=False)
         self.register_buffer("thresholds", torch.tensor(self.THRESHOLDS_HU), persistent=False)
 
     @property
     def width(self) -> int:
-        return self.rings.shape[0] * len(self.thresholds)
+        return len(self.ring_size) * len(self.thresholds)
 
     def forward(self, hu: torch.Tensor) -> torch.Tensor:
-        above = (hu.float().flatten(2).unsqueeze(-1) >= self.thresholds).float().mean(dim=1)
-        return torch.einsum("rp,bpt->brt", self.rings, above).flatten(1)
+        # Each pixel's level (how many thresholds it reaches) is counted per ring in one
+        # histogram; "at or above threshold t" is then the count of levels above t. A
+        # comparison with every threshold would build a B x S x P x T tensor.
+        b, s = hu.shape[:2]
+        n_rings, n_levels = len(self.ring_size), len(self.thresholds) + 1
+        level = torch.bucketize(hu.float().flatten(2), self.thresholds, right=True)
+        offset = torch.arange(b, device=hu.device)[:, None, None] * (n_rings * n_levels)
+        cells = (offset + self.ring_of * n_levels + level).flatten()
+        counts = torch.bincount(cells, minlength=b * n_rings * n_levels)
+        above = counts.view(b, n_rings, n_levels).flip(-1).cumsum(-1).flip(-1)[..., 1:]
+        return (above.float() / (self.ring_size[:, None] * s)).flatten(1)
 
 
 class LesionEncoder(nn.Module):

@@ -164,3 +164,31 @@ def test_context_view_feeds_the_network_and_round_trips(tmp_path):
         assert torch.equal(load_encoder(path, expect_crop=crop)(hu), z)
     with pytest.raises(InputError, match=r"crop\.context_mm is 160\.0, not None"):
         load_encoder(path, expect_crop=dataclasses.replace(crop, context_mm=None))
+
+
+@pytest.mark.parametrize(("size_mm", "out_px", "scale", "slices"),
+                         [(96.0, 16, 1.0, 3), (256.0, 12, 256 / 96, 1)])
+def test_context_signature_is_each_rings_share_at_or_above_each_threshold(size_mm, out_px,
+                                                                          scale, slices):
+    import numpy as np
+
+    from embed.encoder import ContextSignature
+
+    sig = ContextSignature(size_mm, out_px, scale)
+    hu = torch.rand(3, slices, out_px, out_px) * 1800 - 1100
+    hu[0, 0, 0, :4] = torch.tensor([-600.0, 500.0, 499.9, -30.0])  # on and beside thresholds
+    got = sig(hu).numpy().reshape(3, -1, len(ContextSignature.THRESHOLDS_HU))
+    # the definition, pixel by pixel: distance from the centre in mm, ring by ring
+    centre = (out_px - 1) / 2
+    yy, xx = np.meshgrid(np.arange(out_px), np.arange(out_px), indexing="ij")
+    radius = np.hypot(yy - centre, xx - centre) * size_mm / out_px
+    edges = [*(np.array(ContextSignature.RINGS_MM) * scale), np.inf]
+    rings = [(radius >= lo) & (radius < hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    rings = [r for r in rings if r.any()]
+    assert got.shape[1] == len(rings)
+    values = hu.numpy()
+    for b in range(3):
+        for r, ring in enumerate(rings):
+            for t, threshold in enumerate(ContextSignature.THRESHOLDS_HU):
+                expected = (values[b][:, ring] >= threshold).mean()
+                assert got[b, r, t] == pytest.approx(expected, abs=1e-6)
