@@ -7,8 +7,9 @@ and each question is a few matrix-vector products and a partial sort, with no FA
 and no pandas on the way. Scores are exact: the same as a ``Flat`` index gives (the index
 the embed stage builds for any cohort up to :data:`embed.index.EXACT_MAX` patients).
 
-Only :mod:`embed.index` (FAISS) and :mod:`embed.fusion` are imported, never
-:mod:`embed.stage`, which imports torch: serving needs no deep-learning stack.
+Only :mod:`embed.index` (FAISS), :mod:`embed.fusion` and :mod:`embed.outputs` are
+imported, never :mod:`embed.stage`, which imports torch: serving needs no deep-learning
+stack.
 
 The index is read again when its file is replaced (the index stage writes by rename), so a
 rebuilt index is not answered from stale vectors for more than :data:`RECHECK_S`.
@@ -17,7 +18,6 @@ rebuilt index is not answered from stale vectors for more than :data:`RECHECK_S`
 from __future__ import annotations
 
 import functools
-import json
 import math
 import threading
 import time
@@ -29,14 +29,11 @@ import pandas as pd
 
 from dashboards.cache import LRU
 from embed.fusion import MODALITIES, resolve_weights, split_parts
+from embed.outputs import PATIENTS, default_weights
 from patientgraph.errors import InputError
 from patientgraph.workspace import Workspace
 
 INDEX_FILE = ("index", "patients.faiss")
-PATIENTS_FILE = ("embeddings", "patients.parquet")
-STORED_WEIGHTS = "patientgraph.weights"
-"""Where the embed stage keeps its default modality weights in ``patients.parquet``'s
-metadata (``embed.stage.WEIGHTS_KEY``; read here without importing that torch module)."""
 RECHECK_S = 1.0
 """How often the index file's stamp is looked at again: a replaced index is read within a
 second, and a busy server does not ask the file system on every request."""
@@ -78,11 +75,9 @@ class _Loaded:
                              f"({type(exc).__name__})", ws.rerun_fix("index")) from None
         self.ids = np.asarray([str(i) for i in index.ids], dtype=object)
         self.position = {pid: n for n, pid in enumerate(self.ids)}
-        meta = pd.read_parquet(ws.path(*PATIENTS_FILE), columns=["patient_id", *MODALITIES])
+        meta = pd.read_parquet(ws.path(PATIENTS), columns=["patient_id", *MODALITIES])
         dims = {m: len(meta[m].iloc[0]) for m in MODALITIES}
-        raw = meta.attrs.get(STORED_WEIGHTS)
-        self.default_weights = (json.loads(raw) if raw
-                                else {m: 1.0 / len(MODALITIES) for m in MODALITIES})
+        self.default_weights = default_weights(meta)
         vectors = np.ascontiguousarray(index.vectors(), dtype=np.float32)
         self.parts = {m: np.ascontiguousarray(p)
                       for m, p in split_parts(vectors, dims).items()}

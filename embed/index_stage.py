@@ -26,7 +26,7 @@ import pandas as pd
 
 from embed.fusion import MODALITIES, concat_parts, weighted_query
 from embed.index import VectorIndex
-from embed.stage import LESIONS, PATIENTS, default_weights
+from embed.outputs import LESIONS, PATIENTS, default_weights
 from patientgraph.atomic import atomic_dir
 from patientgraph.errors import InputError
 from patientgraph.options import merge_options

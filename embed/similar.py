@@ -28,7 +28,7 @@ from embed.fusion import (
 )
 from embed.index import VectorIndex
 from embed.index_stage import INDEX_DIR
-from embed.stage import PATIENTS, default_weights
+from embed.outputs import PATIENTS, default_weights
 from patientgraph.errors import InputError
 from patientgraph.workspace import Workspace
 

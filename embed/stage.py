@@ -34,6 +34,16 @@ from embed.crops import cached_crops, lesion_metadata, read_crops
 from embed.encoder import LesionEncoder, load_encoder, read_checkpoint, save_encoder
 from embed.fusion import MODALITIES, fuse, pool_lesions, resolve_weights
 from embed.inference import embed_crops, resolve_device
+from embed.outputs import (  # noqa: F401  (default_weights: part of this module's API)
+    CROP_CACHE,
+    FAILURES,
+    LESION_MODEL,
+    LESIONS,
+    PATIENTS,
+    RECORD_MODEL,
+    WEIGHTS_KEY,
+    default_weights,
+)
 from embed.tabular import RecordEncoder
 from embed.train import train_lesion_encoder
 from patientgraph.atomic import atomic_path, write_parquet
@@ -41,16 +51,6 @@ from patientgraph.errors import InputError
 from patientgraph.workspace import Workspace, file_sha256, fingerprint, holding_lock
 
 STAGE = "embed"
-LESIONS = "embeddings/lesions.parquet"
-PATIENTS = "embeddings/patients.parquet"
-FAILURES = "embeddings/failures.parquet"
-LESION_MODEL = "models/lesion_encoder.pt"
-RECORD_MODEL = "models/record_encoder.pt"
-CROP_CACHE = "cache/crops"
-"""Crops kept for the next run (:func:`embed.crops.cached_crops`); safe to delete."""
-WEIGHTS_KEY = "patientgraph.weights"
-"""Parquet metadata key of patients.parquet holding the default modality weights (JSON)."""
-
 Progress = Callable[[int, int], None]
 
 
@@ -234,9 +234,3 @@ def _write_patients(patients: pd.DataFrame, weights: Mapping[str, float], path: 
     patients = patients.copy()
     patients.attrs[WEIGHTS_KEY] = json.dumps(dict(weights))
     write_parquet(patients, path)
-
-
-def default_weights(patients: pd.DataFrame) -> dict[str, float]:
-    """The default modality weights stored with ``patients.parquet``."""
-    raw = patients.attrs.get(WEIGHTS_KEY)
-    return json.loads(raw) if raw else {m: 1.0 / len(MODALITIES) for m in MODALITIES}
