@@ -47,3 +47,15 @@ def test_missing_info_file(tmp_path):
                   tmp_path, "--workspace", tmp_path / "ws")
     assert res.returncode == 2 and "does not exist" in res.stderr
     assert not (tmp_path / "ws").exists()
+
+
+def test_synth_workers_give_the_same_files(tmp_path):
+    from tests.conftest import tree_digest
+
+    for workers in (1, 2):
+        res = run_cli("synth", tmp_path / f"w{workers}", "--patients", "3", "--seed", "4",
+                      "--image-size", "64", "--workers", workers)
+        assert res.returncode == 0, res.stderr
+    assert tree_digest(tmp_path / "w1") == tree_digest(tmp_path / "w2")
+    res = run_cli("synth", tmp_path / "w0", "--patients", "3", "--workers", "0")
+    assert res.returncode == 2 and not (tmp_path / "w0").exists()

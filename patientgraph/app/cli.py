@@ -82,6 +82,9 @@ def synth(
     patients: Annotated[int, typer.Option(min=1, help="Number of patients.")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 0,
     image_size: Annotated[int, typer.Option(min=64, help="Slice width and height (px).")] = 256,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Processes drawing patients (default: up to 2 from 50 patients); the "
+                    "files are the same for any number.")] = None,
 ) -> None:
     """Write a synthetic cohort in the exact DeepLesion format.
 
@@ -93,7 +96,7 @@ def synth(
     try:
         with progress_bar("synth") as update:
             summary = generate(out, n_patients=patients, seed=seed, image_size=image_size,
-                               progress=update)
+                               progress=update, workers=workers)
     except FileExistsError as exc:
         raise InputError(out, str(exc).split(";")[0].replace(f"{out} ", ""),
                          "choose a new or empty folder, or remove this one") from None
