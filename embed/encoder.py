@@ -101,7 +101,7 @@ class ContextSignature(nn.Module):
         # comparison with every threshold would build a B x S x P x T tensor.
         b, s = hu.shape[:2]
         n_rings, n_levels = len(self.ring_size), len(self.thresholds) + 1
-        level = torch.bucketize(hu.float().flatten(2), self.thresholds, right=True)
+        level = torch.bucketize(hu.float().flatten(2).contiguous(), self.thresholds, right=True)
         offset = torch.arange(b, device=hu.device)[:, None, None] * (n_rings * n_levels)
         cells = (offset + self.ring_of * n_levels + level).flatten()
         counts = torch.bincount(cells, minlength=b * n_rings * n_levels)
