@@ -370,7 +370,7 @@ class TrainingHeads(nn.Module):
 
 class _OnDevice:
     """The training arrays as tensors on the training device, so a step gathers its batch
-    there: on CUDA every crop sits in GPU memory once (float16 HU, ~0.7 GB at DeepLesion
+    there: on CUDA every crop sits in GPU memory once (float16 HU, ~1 GB at DeepLesion
     scale with the default crop) and a step sends only its indices, instead of copying its
     crops over the bus; on the CPU the tensors share the arrays' memory. Types change
     with pseudo-labels, so :meth:`types` follows ``data.types``."""
