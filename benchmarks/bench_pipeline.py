@@ -5,7 +5,7 @@ goes through ``patientgraph ingest deeplesion`` and ``patientgraph run --stages 
 embed, index, graph and discover, each a fresh process (imports included, as a user waits
 for them), into a fresh workspace, with a trained encoder given by ``encoder_checkpoint``
 (training is timed by the embed benchmark). Per stage: wall seconds and the peak RSS of
-its process (``os.wait4``). Beside it, in the same run and on the same cohort and
+its process (VmHWM). Beside it, in the same run and on the same cohort and
 checkpoint, the same commands of the code at BASELINE (exported with ``git archive``).
 
 Targets (issue 23): under 120 s in all on 2 cores; no stage above 8 GiB.
@@ -44,19 +44,43 @@ def export_tree(commit: str, into: Path) -> Path:
     return into
 
 
+def _env(code: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(code)}
+
+
+def _check_tree(code: Path) -> None:
+    """The packages a process started as :func:`_timed` starts it come from ``code`` (run
+    from the folder of ``code``: ``python -m`` puts the working folder first on the path,
+    before PYTHONPATH, so the repository's own packages would shadow an exported tree)."""
+    script = "import patientgraph; print(patientgraph.__file__)"
+    found = subprocess.run([sys.executable, "-c", script], env=_env(code), cwd=code,
+                           check=True, capture_output=True, text=True).stdout.strip()
+    if not Path(found).resolve().is_relative_to(code.resolve()):
+        raise RuntimeError(f"patientgraph came from {found}, not from {code}")
+
+
 def _timed(args: list[str], code: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS GiB) of ``python -m patientgraph *args`` run on ``code``."""
-    env = {**os.environ, "PYTHONPATH": str(code)}
+    """(wall seconds, peak RSS GiB) of ``python -m patientgraph *args`` run on ``code``.
+
+    The peak is the process's VmHWM, read from /proc while it runs: the rusage of a child
+    would start from this process's own peak (Linux keeps it across fork and exec)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "patientgraph", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.Popen([sys.executable, "-m", "patientgraph", *args], env=_env(code),
+                            cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    peak_kib = 0
+    while proc.poll() is None:
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peak_kib = max(peak_kib, int(status.split("VmHWM:")[1].split()[0]))
+        except (OSError, IndexError, ValueError):
+            pass  # between exec and the first page, or already gone
+        time.sleep(0.05)
     seconds = time.perf_counter() - t0
     err = proc.stderr.read() if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise RuntimeError(f"patientgraph {args[0]} failed ({proc.returncode}): {err[-2000:]}")
-    return seconds, usage.ru_maxrss / 2**20  # KiB on Linux
+    return seconds, peak_kib / 2**20
 
 
 def run_pipeline(code: Path, cohort: Path, ws: Path, checkpoint: Path) -> dict[str, tuple]:
@@ -93,8 +117,10 @@ def main(quick: bool = False) -> None:
     checkpoint = encoder_checkpoint()
     tmp = Path(tempfile.mkdtemp(prefix="pg-bench-pipeline-"))
     try:
-        old = run_pipeline(export_tree(BASELINE, tmp / "baseline"), cohort, tmp / "old",
-                           checkpoint)
+        base = export_tree(BASELINE, tmp / "baseline")
+        for code in (base, REPO):
+            _check_tree(code)
+        old = run_pipeline(base, cohort, tmp / "old", checkpoint)
         new = run_pipeline(REPO, cohort, tmp / "new", checkpoint)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -114,7 +140,7 @@ def main(quick: bool = False) -> None:
                n=n_patients, higher_is_better=False, note=f"{where}; baseline {BASELINE}")
         record(bench, f"pipeline {stage} peak RSS", rss, "GiB", baseline_value=old[stage][1],
                n=n_patients, higher_is_better=False,
-               note=f"{where}; the stage's main process (crop-reading workers apart); "
+               note=f"{where}; the stage's main process (its VmHWM; crop-reading workers apart); "
                     f"baseline {BASELINE}; target < 8 GiB")
 
 
