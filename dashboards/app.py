@@ -42,12 +42,15 @@ NAV_LINK = {"marginRight": "18px", "textDecoration": "none", "fontWeight": 600}
 
 
 def create_app(workspace: str | Path | Workspace, *, graph: str | None = None,
-               auth: AuthConfig | None = None, http: HttpPolicy | None = None) -> dash.Dash:
+               auth: AuthConfig | None = None, http: HttpPolicy | None = None,
+               warm: bool = False) -> dash.Dash:
     """The explorer on ``workspace`` (files and graph opened read-only).
 
     ``graph`` overrides where the graph is (a folder or a Neo4j URI); ``auth`` turns on
     token or basic auth for every request; ``http`` says which Host names it answers to
-    (default: loopback names only). See :mod:`dashboards.security`.
+    (default: loopback names only). See :mod:`dashboards.security`. ``warm`` loads what
+    the first clicks need in a background thread once the first page is served
+    (:meth:`~dashboards.context.Explorer.warm_in_background`; ``serve`` asks for it).
     """
     explorer = Explorer(ExplorerData.load(workspace, graph=graph))
     app = dash.Dash(__name__, title="PatientGraph explorer", update_title=None,
@@ -63,6 +66,8 @@ def create_app(workspace: str | Path | Workspace, *, graph: str | None = None,
         app.server.wsgi_app, auth, http, callbacks=lambda: app.callback_map,
         callback_path=app.config.routes_pathname_prefix + "_dash-update-component")
     app.server.config["explorer"] = explorer
+    if warm:
+        explorer.warm_in_background()
     return app
 
 

@@ -6,8 +6,10 @@ by a lock, because the web server answers from several threads.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from functools import wraps
@@ -39,6 +41,8 @@ class Explorer:
         self.first_page = threading.Event()
         self._warm_once = threading.Lock()
         self._warmed = False
+        self._stopping = threading.Event()
+        self._warm_thread: threading.Thread | None = None
         self._derived: dict[str, Any] = {}
         self._derive_lock = threading.Lock()
 
@@ -76,12 +80,26 @@ class Explorer:
         server answers its first page without waiting for them and a click seldom does."""
 
         def run() -> None:
-            self.first_page.wait(wait_s)
-            self.warm()
+            deadline = time.monotonic() + wait_s
+            while not (self.first_page.is_set() or self._stopping.is_set()) \
+                    and time.monotonic() < deadline:
+                self._stopping.wait(0.1)
+            if not self._stopping.is_set():
+                self.warm()
 
         thread = threading.Thread(target=run, name="explorer-warm-up", daemon=True)
         thread.start()
+        self._warm_thread = thread
+        # At exit, stop it or let its import finish before the interpreter is torn down: a
+        # daemon thread caught mid-import by the shutdown can hang the process (Ctrl+C).
+        atexit.register(self.stop_warming)
         return thread
+
+    def stop_warming(self, timeout_s: float = 30.0) -> None:
+        """Keep the warm-up from starting, or wait (at most ``timeout_s``) for it to end."""
+        self._stopping.set()
+        if self._warm_thread is not None:
+            self._warm_thread.join(timeout_s)
 
     def warm(self) -> None:
         """Import the survival modules and read the patient index now (once)."""

@@ -47,8 +47,7 @@ def serve(workspace: str | Path, *, host: str = "127.0.0.1", port: int = 8050,
     from dashboards.app import create_app
 
     host = bind_address(host)
-    app = create_app(workspace, graph=graph, auth=auth, http=http)
-    app.server.config["explorer"].warm_in_background()
+    app = create_app(workspace, graph=graph, auth=auth, http=http, warm=True)
     shown = f"[{host}]" if ":" in host else host
     guard = ("token" if auth.token else "") + (" and " if auth.token and auth.user else "") + (
         "basic auth" if auth.user else "")

@@ -130,6 +130,18 @@ def test_the_warm_up_loads_the_index_after_the_first_page(workspace):
     explorer.data.graph.close()
 
 
+def test_a_stopped_warm_up_loads_nothing_and_ends(workspace):
+    explorer = Explorer(ExplorerData.load(workspace.root))
+    thread = explorer.warm_in_background(wait_s=60)
+    explorer.stop_warming(timeout_s=10)  # what runs at exit (Ctrl+C before the first page)
+    assert not thread.is_alive()
+    assert explorer.neighbours._loaded is None
+    explorer.first_page.set()
+    thread.join(1)
+    assert explorer.neighbours._loaded is None
+    explorer.data.graph.close()
+
+
 SERVE_WITHOUT = """
 import sys
 from dashboards.app import create_app

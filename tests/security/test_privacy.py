@@ -237,6 +237,17 @@ class FakeExplorer:
         return pd.DataFrame({"patient_id": others, "score": 0.5, "imaging": 0.25,
                              "records": 0.25})
 
+    def similar_answer(self, patient_id, k, weights=None):
+        """What the page calls: :meth:`similar` as a :class:`Neighbours` answer."""
+        from dashboards.similar import Neighbours
+
+        frame = self.similar(patient_id, k, weights)
+        return Neighbours(tuple(frame["patient_id"]), frame["score"].to_numpy(float),
+                          {m: frame[m].to_numpy(float) for m in ("imaging", "records")})
+
+    def derived(self, name, build):
+        return build()
+
 
 @pytest.fixture
 def page():
