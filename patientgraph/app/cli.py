@@ -442,10 +442,20 @@ def serve(
     = None,
 ) -> None:
     """The Dash explorer: similar patients, lesion map, cohorts, biomarkers, Cypher queries."""
+    import signal
+
     from dashboards.server import serve as run_server
 
+    # Ctrl+C stops the server even where the parent started it with SIGINT ignored (a
+    # script's background job), and the process ends as soon as the server has stopped:
+    # the explorer writes nothing, so nothing is lost by not waiting for the interpreter's
+    # teardown, which a library's thread could hold up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     run_server(workspace, host=host, port=port, workers=workers, dev=dev, graph=graph,
                echo=lambda m: err.print(m, markup=False))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _server_errors(fn: F) -> F:
