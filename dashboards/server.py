@@ -8,8 +8,8 @@ development server instead (single process, for working on the explorer itself).
 
 Only what the first page needs is loaded before the server answers; the survival modules
 and the patient index load on first use. (A background warm-up after the first page,
-:meth:`dashboards.context.Explorer.warm_in_background`, is not started here: with it,
-Ctrl+C could leave the server hanging at exit in CI.)
+:meth:`dashboards.context.Explorer.warm_in_background`, is not started here: the server
+failed to stop on Ctrl+C in CI while it was, and the cause is not yet understood.)
 """
 
 from __future__ import annotations
