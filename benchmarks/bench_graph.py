@@ -42,7 +42,7 @@ from unittest import mock
 
 import numpy as np
 
-from benchmarks.results import latency_ms, record
+from benchmarks.results import latency_ms, peak_rss_mib, record
 from graphdb import GraphStore, bulk, open_store, server
 from graphdb.frames import similarity_edges
 from graphdb.synthetic import DEEPLESION, synthetic_cohort
@@ -200,7 +200,7 @@ def _neo4j_scale_run(n_lesions: int, folder: str) -> dict:
         home = root / "neo4j"
         took, edges, path = _first_load(uri, home, tables, True)
         state = server.status(home)
-        server_mib = _hwm_mib(state["pid"])
+        server_mib = peak_rss_mib(state["pid"])
         del tables
         server.stop(home=home)
         bulk._drop_database(Path(state["data_dir"]))  # an empty database again
@@ -210,14 +210,6 @@ def _neo4j_scale_run(n_lesions: int, folder: str) -> dict:
             "base_edges": base_edges, "base_path": base_path[0], "server_mib": server_mib,
             "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "importer_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
-
-
-def _hwm_mib(pid: int) -> float:
-    """A process's peak resident memory (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def bench_neo4j_scale(root: Path, n_lesions: int, load_avg: str) -> None:

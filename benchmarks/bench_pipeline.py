@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_ingest import REPO, cached_cohort
-from benchmarks.results import record
+from benchmarks.results import peak_rss_mib, record
 
 BENCH = "pipeline"
 BASELINE = "378940f"
@@ -68,19 +68,18 @@ def _timed(args: list[str], code: Path) -> tuple[float, float]:
     proc = subprocess.Popen([sys.executable, "-m", "patientgraph", *args], env=_env(code),
                             cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
-    peak_kib = 0
+    peak_mib = 0.0
     while proc.poll() is None:
         try:
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-            peak_kib = max(peak_kib, int(status.split("VmHWM:")[1].split()[0]))
-        except (OSError, IndexError, ValueError):
-            pass  # between exec and the first page, or already gone
+            peak_mib = max(peak_mib, peak_rss_mib(proc.pid))  # NaN (no figure yet) is ignored
+        except OSError:
+            pass  # already gone
         time.sleep(0.05)
     seconds = time.perf_counter() - t0
     err = proc.stderr.read() if proc.stderr else ""
     if proc.returncode:
         raise RuntimeError(f"patientgraph {args[0]} failed ({proc.returncode}): {err[-2000:]}")
-    return seconds, peak_kib / 2**20
+    return seconds, peak_mib / 1024
 
 
 def run_pipeline(code: Path, cohort: Path, ws: Path, checkpoint: Path) -> dict[str, tuple]:

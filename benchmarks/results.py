@@ -71,6 +71,15 @@ def record(benchmark: str, metric: str, value: float, unit: str, *,
     return row
 
 
+def peak_rss_mib(pid: int) -> float:
+    """A running process's peak resident memory (VmHWM, reset by exec), in MiB; NaN when
+    /proc shows none. Raises OSError once the process is gone."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _round(v: float | None) -> float | None:
     return None if v is None else float(f"{v:.4g}")
 
