@@ -44,6 +44,7 @@ import numpy as np
 
 from benchmarks.bench_ingest import CACHE, cached_cohort
 from benchmarks.results import latency_ms, record
+from benchmarks.trees import export_tree
 
 BENCH = "dashboards"
 QUICK = "dashboards-quick"
@@ -81,13 +82,8 @@ def bench_workspace(n_patients: int) -> Path:
 
 
 def baseline_tree(rev: str = BASELINE_REV) -> Path:
-    """The repository's sources at ``rev`` in a temporary folder (``git archive``)."""
-    repo = Path(__file__).resolve().parent.parent
-    out = Path(tempfile.mkdtemp(prefix="pg-bench-explorer-"))
-    archive = subprocess.run(["git", "-C", str(repo), "archive", rev], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
-    return out
+    """The repository's sources at ``rev`` in a temporary folder."""
+    return export_tree(rev, Path(tempfile.mkdtemp(prefix="pg-bench-explorer-")))
 
 
 def record_latency(bench: str, name: str, now: tuple[float, float],

@@ -92,7 +92,7 @@ how the encoder's quality grows with the archive."""
 
 def main(quick: bool = False, no_index: bool = False, reuse: bool = False,
          sizes: tuple[int, ...] = (*LEARNING_CURVE, DEEPLESION_PATIENTS),
-         train_seed: int = 0) -> None:
+         train_seed: int = 0, options: dict | None = None) -> None:
     """Run the benchmark; ``no_index`` skips the 1M-vector index and CUDA figures.
 
     Quality is measured at DeepLesion scale (4,427 patients, the scale of the Yan et al.
@@ -105,7 +105,10 @@ def main(quick: bool = False, no_index: bool = False, reuse: bool = False,
     other than 0 trains with that seed (same cohort and held-out patients; the seed also
     draws the validation patients, as it does for a user) and reports the training and
     lesion figures under their own names (", training seed N") beside the headline ones:
-    how far the training seed alone moves them.
+    how far the training seed alone moves them. ``options`` (a nested embed config, e.g.
+    ``{"encoder": {"stem_stride": 4}}``) trains a variant and reports its training and
+    lesion figures under their own names (" [encoder.stem_stride 4]"), the way a lever is
+    weighed against the default over the same seeds.
     """
     bench = QUICK if quick else BENCH
     root = Path(tempfile.mkdtemp(prefix="pg-bench-embed-"))
@@ -116,21 +119,23 @@ def main(quick: bool = False, no_index: bool = False, reuse: bool = False,
             runs = [(60, ws, truth, embed_stage.run(ws, config=config, force=True))]
             index_stage.run(ws, force=True)
         else:
-            config, runs = ({"train": {"seed": train_seed}} if train_seed else {}), []
+            config, runs = _merge(options or {}, {"train": {"seed": train_seed}}
+                                  if train_seed else {}), []
             for n in sorted(sizes):
                 ws, source, summary = embedded_workspace(n, config, rebuild=not reuse)
                 truth = json.loads((source / "truth.json").read_text())
                 runs.append((n, ws, truth, summary))
         headline = runs[0][0] if quick else DEEPLESION_PATIENTS
         seeded = bool(train_seed) and not quick
+        variant = "".join(f" [{k} {v}]" for k, v in _flatten(options or {})) if not quick else ""
         for n, ws, truth, summary in runs:
             cohort = Cohort.load(ws, truth)
-            suffix = (f", training seed {train_seed}" if seeded else "") + (
+            suffix = variant + (f", training seed {train_seed}" if seeded else "") + (
                 "" if n == headline else f" ({n:,} patients)")
             _training(bench, summary, len(cohort.lesions), suffix)
             _lesion_quality(bench, cohort, EmbedConfig.from_dict(config), suffix)
-        if seeded:
-            return  # the patient, inference and index figures are the default seed's
+        if seeded or variant:
+            return  # the patient, inference and index figures are the default's
         if runs[-1][0] != headline:
             print(f"no {headline:,}-patient cohort: patient, inference and index figures skipped")
             return
@@ -143,6 +148,44 @@ def main(quick: bool = False, no_index: bool = False, reuse: bool = False,
             _cuda_speed(bench)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _merge(a: dict, b: dict) -> dict:
+    """``b`` over ``a``, nested mappings merged."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _flatten(options: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """(dotted key, value) pairs of a nested config, in key order."""
+    pairs: list[tuple[str, object]] = []
+    for k in sorted(options):
+        v = options[k]
+        pairs += _flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+    return pairs
+
+
+def parse_option(text: str) -> dict:
+    """``"encoder.stem_stride=4"`` as ``{"encoder": {"stem_stride": 4}}`` (JSON values)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--option {text!r}: give KEY=VALUE, e.g. encoder.stem_stride=4")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def _merge_all(options) -> dict:
+    out: dict = {}
+    for o in options:
+        out = _merge(out, o)
+    return out
 
 
 def _make_cohort(root: Path, n_patients: int) -> tuple[Workspace, dict]:
@@ -495,6 +538,10 @@ if __name__ == "__main__":
     parser.add_argument("--train-seed", type=int, default=0, metavar="SEED",
                         help="train with this seed instead of 0 and report the training "
                              "and lesion figures under their own names (the seed spread)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="train a variant (an embed option, dotted, JSON value; "
+                             "repeatable) and report its training and lesion figures under "
+                             "their own names")
     parser.add_argument("--label-ceiling", type=int, nargs="*", metavar="PATIENTS",
                         help="instead, train once more with every training lesion typed "
                              "(true types) at these cohort sizes (default 4427) and report "
@@ -505,5 +552,6 @@ if __name__ == "__main__":
             label_ceiling(n)
     else:
         main(quick=args.quick, no_index=args.no_index, reuse=args.reuse,
-             sizes=tuple(args.sizes), train_seed=args.train_seed)
+             sizes=tuple(args.sizes), train_seed=args.train_seed,
+             options=_merge_all(parse_option(o) for o in args.option))
     render()

@@ -24,12 +24,12 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.results import median_time, record
+from benchmarks.trees import REPO, export_tree
 from patientgraph import ingest_deeplesion
 from patientgraph.synth import generate
 
 BENCH = "ingest"
 CACHE = Path.home() / ".cache" / "patientgraph" / "bench"
-REPO = Path(__file__).resolve().parent.parent
 
 
 def naive_ingest(info: Path, images: Path) -> int:
@@ -84,22 +84,13 @@ def _time_generate(code_root: Path, out: Path, n_patients: int, workers: int) ->
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _baseline_tree(tmp: Path) -> Path:
-    """The patientgraph package as of SYNTH_BASELINE, exported into ``tmp``."""
-    root = tmp / "baseline"
-    root.mkdir()
-    archive = subprocess.run(["git", "archive", SYNTH_BASELINE, "patientgraph"], cwd=REPO,
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
-    return root
-
-
 def bench_synth(sample: int, full: int | None, workers: int = 2) -> None:
     """Generator throughput beside the baseline renderer on ``sample`` patients (same run,
     same seed, ``workers`` processes each), then the generator alone on ``full`` patients."""
     tmp = Path(tempfile.mkdtemp(prefix="pg-bench-synth-"))
     try:
-        old = _time_generate(_baseline_tree(tmp), tmp / "old", sample, workers)
+        baseline = export_tree(SYNTH_BASELINE, tmp / "baseline", ("patientgraph",))
+        old = _time_generate(baseline, tmp / "old", sample, workers)
         new = _time_generate(REPO, tmp / "new", sample, workers)
         rows = new["lesion_rows"]
         assert rows == old["lesion_rows"]

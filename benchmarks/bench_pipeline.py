@@ -22,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_ingest import REPO, cached_cohort
+from benchmarks.bench_ingest import cached_cohort
 from benchmarks.results import peak_rss_mib, record
+from benchmarks.trees import REPO, export_tree
 
 BENCH = "pipeline"
 BASELINE = "378940f"
@@ -33,15 +34,6 @@ STAGES = ("embed", "index", "graph", "discover")
 CHECKPOINT_TRAINING = {"train": {"max_epochs": 3, "rounds": 1}}
 """The encoder the pipeline is given: the default network, trained briefly on 300 patients
 (its weights do not change how long embedding takes)."""
-
-
-def export_tree(commit: str, into: Path) -> Path:
-    """The project's packages as of ``commit``, exported into ``into``."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", commit, *PACKAGES], cwd=REPO, check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
 
 
 def _env(code: Path) -> dict[str, str]:
@@ -116,7 +108,7 @@ def main(quick: bool = False) -> None:
     checkpoint = encoder_checkpoint()
     tmp = Path(tempfile.mkdtemp(prefix="pg-bench-pipeline-"))
     try:
-        base = export_tree(BASELINE, tmp / "baseline")
+        base = export_tree(BASELINE, tmp / "baseline", PACKAGES)
         for code in (base, REPO):
             _check_tree(code)
         old = run_pipeline(base, cohort, tmp / "old", checkpoint)
