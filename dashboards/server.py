@@ -7,9 +7,9 @@ lock (see :class:`dashboards.data.GraphAccess`). ``dev`` serves it with Flask's
 development server instead (single process, for working on the explorer itself).
 
 Only what the first page needs is loaded before the server answers; the survival modules
-and the patient index load on first use. (A background warm-up after the first page,
-:meth:`dashboards.context.Explorer.warm_in_background`, is not started here: the server
-failed to stop on Ctrl+C in CI while it was, and the cause is not yet understood.)
+and the patient index load in a background thread once that page has been served
+(:meth:`dashboards.context.Explorer.warm_in_background`), so neither the start nor, as a
+rule, a first click waits for them.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def serve(workspace: str | Path, *, host: str = "127.0.0.1", port: int = 8050,
     from dashboards.app import create_app
 
     host = bind_address(host)
-    app = create_app(workspace, graph=graph, auth=auth, http=http)
+    app = create_app(workspace, graph=graph, auth=auth, http=http, warm=True)
     shown = f"[{host}]" if ":" in host else host
     guard = ("token" if auth.token else "") + (" and " if auth.token and auth.user else "") + (
         "basic auth" if auth.user else "")

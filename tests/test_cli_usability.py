@@ -97,6 +97,40 @@ def test_serve_starts_without_a_warning(discovered):
     assert "warning" not in (out + err).lower(), err
 
 
+def test_serve_stops_on_ctrl_c_when_started_with_sigint_ignored(discovered):
+    # a shell without job control (a CI script, `patientgraph serve &` in a script) starts its
+    # background jobs with SIGINT ignored; Ctrl+C must stop the server there too, also while
+    # the warm-up that the first page starts is loading
+    import urllib.request
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "patientgraph", "serve", "--workspace",
+         str(discovered.root), "--port", str(port)],
+        env={**os.environ, **NO_CREDENTIALS}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 120
+        page = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+                    page = r.status
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert page == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("serve did not stop within 30 s of Ctrl+C")
+    assert proc.returncode == 0, err[-2000:]
+
+
 # -- run: warnings, the message after an empty run, --config ---------------------------------
 
 def test_importing_the_stages_shows_no_deprecation_warning():

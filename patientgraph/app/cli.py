@@ -446,16 +446,12 @@ def serve(
 
     from dashboards.server import serve as run_server
 
-    # Ctrl+C stops the server even where the parent started it with SIGINT ignored (a
-    # script's background job), and the process ends as soon as the server has stopped:
-    # the explorer writes nothing, so nothing is lost by not waiting for the interpreter's
-    # teardown, which a library's thread could hold up.
+    # Ctrl+C stops the server even where it was started with SIGINT ignored: a shell
+    # without job control starts its background jobs so (POSIX), and Python then installs
+    # no KeyboardInterrupt handler; a script's `patientgraph serve &` would not stop.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     run_server(workspace, host=host, port=port, workers=workers, dev=dev, graph=graph,
                echo=lambda m: err.print(m, markup=False))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def _server_errors(fn: F) -> F:
