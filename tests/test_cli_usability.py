@@ -76,13 +76,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _serve(root, port: int, **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "patientgraph", "serve", "--workspace", str(root),
+         "--port", str(port)],
+        env={**os.environ, **NO_CREDENTIALS}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, **popen)
+
+
 def test_serve_starts_without_a_warning(discovered):
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "patientgraph", "serve", "--workspace",
-         str(discovered.root), "--port", str(port)],
-        env={**os.environ, **NO_CREDENTIALS}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+    proc = _serve(discovered.root, port)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -104,11 +108,8 @@ def test_serve_stops_on_ctrl_c_when_started_with_sigint_ignored(discovered):
     import urllib.request
 
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "patientgraph", "serve", "--workspace",
-         str(discovered.root), "--port", str(port)],
-        env={**os.environ, **NO_CREDENTIALS}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    proc = _serve(discovered.root, port,
+                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline = time.monotonic() + 120
         page = None
