@@ -107,31 +107,53 @@ def latency_ms(fn: Callable[[int], Any], calls: int, warmup: int = 2) -> tuple[f
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
+def retired(bench: str, metric: str) -> bool:
+    """A metric that no benchmark writes any more, listed apart from today's figures.
+
+    The explorer's in-process timings (Dash's test client, the development server, a start
+    that timed ``create_app`` alone) were replaced on 2026-12-07 by what a user waits for:
+    ``patientgraph serve`` launched to its first page and every callback over HTTP.
+    """
+    return bench.startswith("dashboards") and not (
+        "(HTTP" in metric or metric.startswith("start: "))
+
+
 def render(path: Path = RESULTS, out: Path = REPORT) -> None:
-    """Rewrite RESULTS.md: the latest figure of each (benchmark, metric)."""
+    """Rewrite RESULTS.md: the latest figure of each (benchmark, metric), retired metrics
+    (:func:`retired`) in a table of their own at the end."""
     latest: dict[tuple[str, str], dict] = {}
     if path.exists():
         for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
                 latest[(row["benchmark"], row["metric"])] = row
+    header = [
+        "| benchmark | metric | value | unit | baseline | ratio | n | machine | commit | date |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    current = [key for key in sorted(latest) if not retired(*key)]
+    old = [key for key in sorted(latest) if retired(*key)]
     lines = [
         "# Benchmark results",
         "",
         "Latest figure of each metric from `benchmarks/results.jsonl` (written by "
         "`make bench`). Ratio = times better than the baseline run beside it.",
         "",
-        "| benchmark | metric | value | unit | baseline | ratio | n | machine | commit | date |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *header, *(_row(latest[key]) for key in current),
     ]
-    for (bench, metric), r in sorted(latest.items()):
-        m = r.get("machine", {})
-        mach = f"{m.get('cores')} cores, {m.get('memory_gib')} GiB" + (
-            f", {m['gpu']}" if m.get("gpu") else "")
-        lines.append(
-            f"| {bench} | {metric} | {r['value']} | {r['unit']} | "
+    if old:
+        lines += ["", "## Retired metrics", "",
+                  "No benchmark writes these any more; their last figures, measured the "
+                  "way described in `benchmarks/results.py` (`retired`), for history.", "",
+                  *header, *(_row(latest[key]) for key in old)]
+    out.write_text("\n".join(lines) + "\n")
+
+
+def _row(r: dict) -> str:
+    m = r.get("machine", {})
+    mach = f"{m.get('cores')} cores, {m.get('memory_gib')} GiB" + (
+        f", {m['gpu']}" if m.get("gpu") else "")
+    return (f"| {r['benchmark']} | {r['metric']} | {r['value']} | {r['unit']} | "
             f"{'' if r['baseline_value'] is None else r['baseline_value']} | "
             f"{'' if r['ratio'] is None else r['ratio']} | {r.get('n') or ''} | {mach} | "
-            f"{r['commit']} | {r['date'][:10]} |"
-        )
-    out.write_text("\n".join(lines) + "\n")
+            f"{r['commit']} | {r['date'][:10]} |")

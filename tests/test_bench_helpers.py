@@ -41,3 +41,24 @@ def test_lever_options_parse_nest_and_name_their_rows():
 def test_a_lever_option_without_key_and_value_is_refused(text):
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         parse_option(text)
+
+
+def test_retired_explorer_metrics_are_listed_apart(tmp_path):
+    import json
+
+    from benchmarks.results import render
+
+    rows = [("dashboards", "select patient p50"), ("dashboards", "select patient (HTTP) p50"),
+            ("dashboards", "start: serve launch to first page"), ("embed", "select patient p50")]
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps({
+        "benchmark": b, "metric": m, "value": 1.0, "unit": "ms", "baseline_value": None,
+        "ratio": None, "n": 1, "machine": {"cores": 2, "memory_gib": 1}, "commit": "abc",
+        "date": "2026-12-07T00:00:00"}) + "\n" for b, m in rows))
+    render(results, tmp_path / "RESULTS.md")
+    today, _, old = (tmp_path / "RESULTS.md").read_text().partition("## Retired metrics")
+    assert "| dashboards | select patient (HTTP) p50 |" in today
+    assert "| dashboards | start: serve launch to first page |" in today
+    assert "| embed | select patient p50 |" in today
+    assert "| dashboards | select patient p50 |" in old
+    assert "| dashboards | select patient p50 |" not in today
