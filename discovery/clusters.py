@@ -10,9 +10,13 @@ without refitting.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -141,8 +145,6 @@ class LesionClusters:
         :meth:`embed.index.VectorIndex.knn_positions` returns; :func:`knn_from_frame` reads
         ``index/lesion_knn.parquet``). It is used when ``k >= n_neighbors - 1``.
         """
-        import hdbscan
-
         x = _unit_rows(embeddings)
         n = len(x)
         if n < MIN_LESIONS:
@@ -154,7 +156,24 @@ class LesionClusters:
             precomputed = _umap_knn(_flat_knn(x, n_neighbors - 1), n, n_neighbors)
         self.umap_ = self._umap(self.n_components, self.min_dist, n_neighbors, precomputed,
                                 self.n_epochs)
-        self.embedding_ = self._fit_umap(self.umap_, x)
+        self.map_umap_ = (self._umap(2, self.map_min_dist, n_neighbors, precomputed,
+                                     self.map_epochs) if self.compute_map else None)
+        with warnings.catch_warnings():
+            # "n_jobs overridden by random_state" and "no search index" are expected here.
+            warnings.filterwarnings("ignore", category=UserWarning, module="umap")
+            with _beside(self.map_umap_, x) as map_fit:
+                self.embedding_ = self.umap_.fit_transform(x).astype(float)
+                self._cluster(self.embedding_)
+                self.map_ = (map_fit.result().astype(float) if map_fit is not None
+                             else np.full((n, 2), np.nan))
+        self._train = x
+        self._n_neighbors = n_neighbors
+        return self
+
+    def _cluster(self, reduced: np.ndarray) -> None:
+        import hdbscan
+
+        n = len(reduced)
         self.min_cluster_size_ = (default_min_cluster_size(n) if self.min_cluster_size is None
                                   else int(self.min_cluster_size))
         self.min_samples_ = (default_min_samples(self.min_cluster_size_)
@@ -162,23 +181,16 @@ class LesionClusters:
         self.hdbscan_ = hdbscan.HDBSCAN(
             min_cluster_size=self.min_cluster_size_, min_samples=self.min_samples_,
             cluster_selection_method=self.cluster_selection_method, prediction_data=True,
-        ).fit(self.embedding_)
+        ).fit(reduced)
         self.labels_ = self.hdbscan_.labels_.astype(int)
         self.probabilities_ = self.hdbscan_.probabilities_.astype(float)
         self.n_clusters_ = int(self.labels_.max() + 1) if n else 0
-        if self.compute_map:
-            self.map_umap_ = self._umap(2, self.map_min_dist, n_neighbors, precomputed,
-                                        self.map_epochs)
-            self.map_ = self._fit_umap(self.map_umap_, x)
-        else:
-            self.map_umap_ = None
-            self.map_ = np.full((n, 2), np.nan)
-        self._train = x
-        self._n_neighbors = n_neighbors
-        return self
 
     def _umap(self, n_components, min_dist, n_neighbors, precomputed, n_epochs):
         import umap
+
+        _layout_releases_the_gil()
+        _enable_numba_cache()
 
         return umap.UMAP(
             n_components=n_components, n_neighbors=n_neighbors, min_dist=min_dist,
@@ -186,13 +198,6 @@ class LesionClusters:
             random_state=self.random_state,
             precomputed_knn=precomputed or (None, None, None), low_memory=True,
         )
-
-    @staticmethod
-    def _fit_umap(model, x: np.ndarray) -> np.ndarray:
-        with warnings.catch_warnings():
-            # "n_jobs overridden by random_state" and "no search index" are expected here.
-            warnings.filterwarnings("ignore", category=UserWarning, module="umap")
-            return model.fit_transform(x).astype(float)
 
     # -- new lesions ---------------------------------------------------------------------------
     def assign(self, new_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -373,6 +378,97 @@ def cluster_lesions(embeddings: pd.DataFrame, lesions: pd.DataFrame,
 
 
 # -- helpers -----------------------------------------------------------------------------------
+UMAP_KERNEL_MODULES = ("umap.umap_", "umap.layouts", "umap.utils", "umap.spectral",
+                       "umap.distances", "umap.sparse")
+
+
+@functools.cache
+def _enable_numba_cache() -> int:
+    """Keep umap-learn's compiled numba kernels on disk between processes; returns how many
+    kernels were switched.
+
+    umap-learn asks numba to cache almost none of its kernels, so every process compiles
+    them again on its first fit, and every discover run is a new process. This turns on
+    numba's own on-disk cache (what ``cache=True`` would) for each of them: compiled code
+    only, next to umap-learn's sources or in numba's user cache folder
+    (``NUMBA_CACHE_DIR``), keyed by the source file and the argument types, so an upgraded
+    umap-learn compiles afresh. Numba's cache key holds neither ``parallel`` nor the other
+    compile options, so a kernel compiled twice from one Python function (umap-learn's
+    serial and parallel layout epochs) is left uncached: one could be read back for the
+    other. A kernel numba cannot cache is compiled as before.
+    """
+    import importlib
+    from collections import Counter
+
+    from numba.core.registry import CPUDispatcher
+
+    kernels = list({id(k): k for name in UMAP_KERNEL_MODULES  # a kernel imported twice once
+                    for k in vars(importlib.import_module(name)).values()
+                    if isinstance(k, CPUDispatcher)}.values())
+    compiled_from = Counter(k.py_func for k in kernels)
+    switched = 0
+    for kernel in kernels:
+        if kernel.signatures or compiled_from[kernel.py_func] > 1:
+            continue
+        try:
+            kernel.enable_caching()
+        except RuntimeError:  # no writable cache folder: compile in each process
+            continue
+        switched += 1
+    return switched
+
+
+@functools.cache
+def _layout_releases_the_gil() -> bool:
+    """Whether umap-learn's layout epoch now runs without holding the GIL.
+
+    That kernel is most of a fit, and umap-learn compiles it holding the GIL, so two fits
+    in two threads would take turns. Here the same function is compiled again with the
+    same options plus ``nogil`` (the same arithmetic: the GIL only decides which thread
+    may run Python) and put where umap-learn looks it up on each fit. Where this
+    umap-learn has no kernel under those names, nothing changes and the fits run one
+    after the other.
+    """
+    try:
+        from umap import layouts
+
+        source = layouts._optimize_layout_euclidean_single_epoch
+        layouts._nb_optimize_layout_euclidean_single_epoch  # noqa: B018 (the name umap reads)
+    except (ImportError, AttributeError):
+        return False
+    import numba
+
+    layouts._nb_optimize_layout_euclidean_single_epoch = numba.njit(
+        source, fastmath=True, parallel=False, nogil=True)
+    return True
+
+
+class _Later:
+    """A fit run when its result is asked for (where no second core or thread would help)."""
+
+    def __init__(self, model, x):
+        self.model, self.x = model, x
+
+    def result(self) -> np.ndarray:
+        return self.model.fit_transform(self.x)
+
+
+@contextlib.contextmanager
+def _beside(model, x: np.ndarray):
+    """``model.fit_transform(x)`` (a UMAP; None: nothing) in a second thread while the
+    caller works, where there is a second core and the layout kernel lets go of the GIL;
+    otherwise when its result is asked for. Yields what gives the result (``.result()``).
+    Each fit has its own seed, so the result is the same either way."""
+    if model is None:
+        yield None
+        return
+    if len(os.sched_getaffinity(0)) < 2 or not _layout_releases_the_gil():
+        yield _Later(model, x)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="umap-map") as pool:
+        yield pool.submit(model.fit_transform, x)
+
+
 def _describe_columns() -> list[str]:
     return ["cluster", "size", "n_typed", *(f"share_{t}" for t in COARSE_TYPES),
             "dominant_type", "dominant_name", "dominant_share", "loc_x", "loc_y", "loc_z",

@@ -3,6 +3,8 @@ assignment of new lesions, the description, bootstrap stability and the quality 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -262,3 +264,72 @@ def test_cluster_lesions_input_errors(blobs):
         cluster_lesions(embeddings, lesions.iloc[:10], None, {})
     with pytest.raises(InputError, match="Did you mean 'min_cluster_size'"):
         cluster_lesions(embeddings, lesions, None, {"min_clustre_size": 10})
+
+
+# -- the map fitted beside the clustering reduction (a thread, umap's kernel without the GIL) --
+
+_FIT_SCRIPT = """
+import sys, numpy as np
+from discovery import clusters
+if sys.argv[1] == "one-after-the-other":
+    clusters._layout_releases_the_gil = lambda: False   # umap's own kernel, holding the GIL
+rng = np.random.default_rng(5)
+x = rng.normal(size=(300, 16)).astype(np.float32)
+x[:150] += 2.0
+m = clusters.LesionClusters(min_cluster_size=15, n_epochs=60, map_epochs=40).fit(x)
+np.save(sys.argv[2], np.concatenate([m.embedding_, m.map_, m.labels_[:, None]], axis=1))
+"""
+
+
+def test_the_map_fitted_beside_the_reduction_is_the_one_fitted_after_it(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "fit.py"
+    script.write_text(_FIT_SCRIPT)
+    out = {}
+    for how in ("one-after-the-other", "beside"):
+        out[how] = tmp_path / f"{how}.npy"
+        done = subprocess.run([sys.executable, str(script), how, str(out[how])],
+                              capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")})
+        assert done.returncode == 0, done.stderr[-2000:]
+    before, now = np.load(out["one-after-the-other"]), np.load(out["beside"])
+    assert np.isfinite(now).all() and now[:, -1].max() >= 1  # a real fit, two clusters
+    np.testing.assert_array_equal(now, before)
+
+
+def test_the_map_is_fitted_in_a_second_thread_where_there_is_a_second_core(monkeypatch):
+    import threading
+
+    from discovery import clusters
+
+    seen = []
+
+    class Model:
+        def fit_transform(self, x):
+            seen.append(threading.current_thread() is threading.main_thread())
+            return x
+
+    monkeypatch.setattr(clusters.os, "sched_getaffinity", lambda pid: {0, 1})
+    with clusters._beside(Model(), np.zeros((2, 2))) as fit:
+        assert fit.result().shape == (2, 2)
+    monkeypatch.setattr(clusters.os, "sched_getaffinity", lambda pid: {0})
+    with clusters._beside(Model(), np.zeros((2, 2))) as fit:
+        assert fit.result().shape == (2, 2)
+    assert seen == [not clusters._layout_releases_the_gil(), True]
+
+
+def test_umap_kernels_cached_on_disk_leave_the_twice_compiled_ones_alone():
+    import umap  # noqa: F401
+    from numba.core.registry import CPUDispatcher
+    from umap import layouts, umap_
+
+    from discovery import clusters
+
+    clusters._enable_numba_cache()
+    kernels = [k for m in (layouts, umap_) for k in vars(m).values()
+               if isinstance(k, CPUDispatcher)]
+    cached = {k.py_func.__name__ for k in kernels if type(k._cache).__name__ != "NullCache"}
+    assert {"smooth_knn_dist", "compute_membership_strengths", "clip"} <= cached
+    assert "_optimize_layout_euclidean_single_epoch" not in cached  # serial and parallel share it
