@@ -88,6 +88,13 @@ def run_pipeline(code: Path, cohort: Path, ws: Path, checkpoint: Path) -> dict[s
     return out
 
 
+def discover_parts(ws: Path) -> str:
+    """The discover stage's own seconds per part (clusters, tracking, ...), from the
+    workspace's manifest."""
+    stage = json.loads((ws / "manifest.json").read_text())["stages"]["discover"]
+    return ", ".join(f"{k} {v:.1f} s" for k, v in stage["summary"]["seconds"].items())
+
+
 def encoder_checkpoint() -> Path:
     from benchmarks.workspaces import embedded_workspace
 
@@ -113,6 +120,7 @@ def main(quick: bool = False) -> None:
             _check_tree(code)
         old = run_pipeline(base, cohort, tmp / "old", checkpoint)
         new = run_pipeline(REPO, cohort, tmp / "new", checkpoint)
+        parts = {code: discover_parts(tmp / code) for code in ("old", "new")}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if quick:
@@ -127,8 +135,11 @@ def main(quick: bool = False) -> None:
            note=f"{where}; {shares}; baseline: the code of {BASELINE} in the same run; "
                 "target < 120 s")
     for stage, (seconds, rss) in new.items():
+        inside = (f"; parts {parts['new']}, baseline's {parts['old']}"
+                  if stage == "discover" else "")
         record(bench, f"pipeline {stage} seconds", seconds, "s", baseline_value=old[stage][0],
-               n=n_patients, higher_is_better=False, note=f"{where}; baseline {BASELINE}")
+               n=n_patients, higher_is_better=False,
+               note=f"{where}; baseline {BASELINE}{inside}")
         record(bench, f"pipeline {stage} peak RSS", rss, "GiB", baseline_value=old[stage][1],
                n=n_patients, higher_is_better=False,
                note=f"{where}; the stage's main process (its VmHWM; crop-reading workers apart); "
