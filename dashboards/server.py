@@ -24,6 +24,20 @@ from patientgraph.errors import InputError
 DEFAULT_THREADS = 8
 
 
+def one_blas_thread() -> None:
+    """Let BLAS (numpy's matrix products) run one thread per caller in this process.
+
+    The server runs requests side by side on its own threads. A BLAS thread pool beside
+    them (OpenBLAS starts one thread per core and keeps them spinning between calls)
+    competes with the request threads for the same cores: under concurrent users a
+    similar-patients answer, a few matrix-vector products, then cost several times its own
+    CPU in spinning. The process's parallelism is its requests, so BLAS gets one thread.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def serve(workspace: str | Path, *, host: str = "127.0.0.1", port: int = 8050,
           workers: int | None = None, dev: bool = False, graph: str | None = None,
           environ: Mapping[str, str] | None = None,
@@ -47,6 +61,7 @@ def serve(workspace: str | Path, *, host: str = "127.0.0.1", port: int = 8050,
     from dashboards.app import create_app
 
     host = bind_address(host)
+    one_blas_thread()
     app = create_app(workspace, graph=graph, auth=auth, http=http, warm=True)
     shown = f"[{host}]" if ":" in host else host
     guard = ("token" if auth.token else "") + (" and " if auth.token and auth.user else "") + (

@@ -54,6 +54,21 @@ def test_serve_uses_waitress_by_default(served):
     assert "waitress, 8 threads" in message
 
 
+def test_serve_gives_blas_one_thread_beside_the_request_threads(served, monkeypatch):
+    # OpenBLAS's spinning pool beside 8 request threads multiplied a similar-patients
+    # request's CPU; the server runs BLAS on the calling thread only
+    import numpy as np  # noqa: F401 (loads numpy's BLAS)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        if (os.cpu_count() or 1) >= 2:  # the limit could not be 2 on one core
+            assert all(p["num_threads"] == 2 for p in threadpool_info()
+                       if p["user_api"] == "blas")
+        served()
+        blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(n == 1 for n in blas)
+
+
 def test_serve_workers_sets_the_threads_and_dev_the_flask_server(served):
     calls, message = served(workers=3)
     assert calls[-1][0] == "waitress" and calls[-1][1]["threads"] == 3
