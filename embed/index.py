@@ -12,6 +12,8 @@ settings).
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -177,7 +179,7 @@ class VectorIndex:
         queries = self.vectors() if queries is None else _as_queries(queries, self.dim)
         if len(queries) != n:
             raise ValueError(f"queries has {len(queries)} rows, the index {n} items")
-        use_cuda = device != "cpu" and _cuda_available()
+        use_cuda = device != "cpu" and _cuda_available(asked=device != "auto")
         if use_cuda:
             scores, pos = torch_knn(self.vectors(), queries, k + 1, batch_size=batch_size,
                                     progress=progress)
@@ -247,12 +249,30 @@ class VectorIndex:
                    nprobe=meta["nprobe"])
 
 
-def _cuda_available() -> bool:
+def _cuda_available(asked: bool = False) -> bool:
     """Whether torch sees a CUDA GPU (torch imported only here: reading an index or
-    searching it on the CPU does not pay torch's import time)."""
+    searching it on the CPU does not pay torch's import time).
+
+    Unless CUDA was ``asked`` for by name or torch is loaded already, a Linux machine
+    without NVIDIA's device nodes is answered without importing torch, which costs
+    seconds: CUDA cannot be there.
+    """
+    if not asked and "torch" not in sys.modules and not _nvidia_device_possible():
+        return False
     import torch
 
     return torch.cuda.is_available()
+
+
+NVIDIA_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/dxg")
+"""What NVIDIA's driver makes (``/dev/dxg``: WSL 2's GPU); a container given a GPU has
+them too."""
+
+
+def _nvidia_device_possible() -> bool:
+    if not sys.platform.startswith("linux"):
+        return True  # no such check elsewhere: ask torch
+    return any(os.path.exists(node) for node in NVIDIA_DEVICE_NODES)
 
 
 def torch_knn(base: np.ndarray, queries: np.ndarray, k: int, *, batch_size: int = 16_384,

@@ -157,3 +157,44 @@ def test_bad_factory_and_bad_vectors():
 def test_load_missing_index_says_how_to_build_it(tmp_path):
     with pytest.raises(InputError, match="run the index stage"):
         VectorIndex.load(tmp_path, "lesions")
+
+
+def test_the_cpu_knn_graph_does_not_import_torch_where_no_nvidia_driver_is():
+    # torch's import costs seconds of the index stage; without NVIDIA's device nodes on Linux
+    # CUDA cannot be there, so the "auto" device does not ask torch
+    import subprocess
+    import sys
+
+    from embed.index import _nvidia_device_possible
+
+    script = ("import sys, numpy as np\n"
+              "from embed.index import VectorIndex\n"
+              "x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)\n"
+              "x /= np.linalg.norm(x, axis=1, keepdims=True)\n"
+              "index = VectorIndex.build([str(i) for i in range(50)], x)\n"
+              "pos, _ = index.knn_positions(3)\n"
+              "print(pos.shape, 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, check=True)
+    shape, imported = done.stdout.strip().rsplit(" ", 1)
+    assert shape == "(50, 3)"
+    assert imported == str(_nvidia_device_possible())
+
+
+def test_nvidia_device_nodes_decide_only_on_linux(monkeypatch):
+    import os
+    import sys
+
+    from embed import index
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(os.path, "exists", lambda p: False)
+    assert not index._nvidia_device_possible()
+    monkeypatch.delitem(sys.modules, "torch")  # as in a process that has not loaded it
+    assert not index._cuda_available()  # answered without torch
+    assert "torch" not in sys.modules
+    monkeypatch.setattr(os.path, "exists", lambda p: p == "/dev/nvidiactl")
+    assert index._nvidia_device_possible()
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(os.path, "exists", lambda p: False)
+    assert index._nvidia_device_possible()
