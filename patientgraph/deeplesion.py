@@ -343,43 +343,52 @@ def check_images(lesions: pd.DataFrame, images: Path, info: Path, progress=None)
                          "point --images at the Images_png folder of the release")
     refs = lesions.drop_duplicates("image_ref")
 
-    def header(ref: str):
-        try:
-            return png_header(images / ref)
-        except InputError as exc:
-            return exc
+    def headers(chunk) -> list:
+        out = []
+        for ref in chunk:
+            try:
+                out.append(png_header(images / ref))
+            except InputError as exc:
+                out.append(exc)
+        return out
 
-    done = 0
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = []
-        for res in pool.map(header, refs["image_ref"], chunksize=256):
-            results.append(res)
-            done += 1
-            if progress is not None and done % 512 == 0:
-                progress(done, len(refs))
-    if progress is not None:
-        progress(len(refs), len(refs))
-    for (_, row), res in zip(refs.iterrows(), results, strict=True):
-        if isinstance(res, InputError):
-            raise InputError(
-                info, f"the key slice of the row (under --images): {res.problem}", res.fix,
-                row=int(row["source_row"]), column="File_name",
-            )
-        mode, w, h = res
-        if mode not in PNG_16BIT_MODES:
-            raise InputError(
-                info, f"the key slice of the row is an image of mode {mode}, not a 16-bit "
-                "grayscale PNG (8-bit or colour slices have lost the Hounsfield units)",
-                "use the original 16-bit slices of Images_png, or export slices as 16-bit "
-                "PNG holding HU + 32768", row=int(row["source_row"]), column="File_name",
-            )
-        if (w, h) != (row["image_w"], row["image_h"]):
-            raise InputError(
-                info, f"Image_size does not match the key slice of the row, which is {w} x "
-                f"{h} pixels",
-                "correct Image_size (width, height) to the size of the PNG",
-                row=int(row["source_row"]), column="Image_size",
-            )
+    names = refs["image_ref"].tolist()
+    chunks = [names[i:i + 512] for i in range(0, len(names), 512)]
+    results: list = []
+    with ThreadPoolExecutor(max_workers=4) as pool:  # threads: a network share answers slowly
+        for part in pool.map(headers, chunks):
+            results += part
+            if progress is not None:
+                progress(len(results), len(names))
+    if progress is not None and not names:
+        progress(0, 0)
+    ok = np.array([not isinstance(res, InputError) and res[0] in PNG_16BIT_MODES
+                   for res in results], dtype=bool)
+    sizes = np.array([res[1:] if ok[i] else (-1, -1) for i, res in enumerate(results)],
+                     dtype=np.int64).reshape(-1, 2)
+    ok &= (sizes[:, 0] == refs["image_w"].to_numpy()) & (sizes[:, 1] == refs["image_h"].to_numpy())
+    if ok.all():
+        return
+    first = int(np.flatnonzero(~ok)[0])  # the first bad row, in the table's order
+    row, res = refs.iloc[first], results[first]
+    if isinstance(res, InputError):
+        raise InputError(
+            info, f"the key slice of the row (under --images): {res.problem}", res.fix,
+            row=int(row["source_row"]), column="File_name",
+        )
+    mode, w, h = res
+    if mode not in PNG_16BIT_MODES:
+        raise InputError(
+            info, f"the key slice of the row is an image of mode {mode}, not a 16-bit "
+            "grayscale PNG (8-bit or colour slices have lost the Hounsfield units)",
+            "use the original 16-bit slices of Images_png, or export slices as 16-bit "
+            "PNG holding HU + 32768", row=int(row["source_row"]), column="File_name",
+        )
+    raise InputError(
+        info, f"Image_size does not match the key slice of the row, which is {w} x {h} pixels",
+        "correct Image_size (width, height) to the size of the PNG",
+        row=int(row["source_row"]), column="Image_size",
+    )
 
 
 def ingest_deeplesion(

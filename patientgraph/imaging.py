@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,8 +69,28 @@ _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # --------------------------------------------------------------------------- PNG slices
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def png_header(path: str | Path) -> tuple[str, int, int]:
-    """Return ``(mode, width, height)`` of a PNG, reading only its header."""
+    """Return ``(mode, width, height)`` of a PNG (Pillow's mode name), reading only its header.
+
+    A 16-bit grayscale PNG, what DeepLesion's slices are, is answered from its first 33
+    bytes (the signature and the IHDR chunk, whose layout the PNG standard fixes): ingest
+    checks every key slice of an archive, and Pillow's open costs several times the read.
+    Anything else (another bit depth or colour type, a damaged or missing file) goes
+    through Pillow, which names its mode or its problem.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(33)
+    except OSError:
+        head = b""
+    if (len(head) == 33 and head[:8] == PNG_SIGNATURE and head[8:16] == b"\0\0\0\rIHDR"
+            and zlib.crc32(head[12:29]) == int.from_bytes(head[29:33], "big")):
+        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        if head[24] == 16 and head[25] == 0 and width and height:  # 16-bit, grayscale
+            return "I;16", width, height
     with _open_png(path) as im:
         return im.mode, im.width, im.height
 

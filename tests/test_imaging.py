@@ -153,6 +153,27 @@ def test_corrupt_png_is_an_input_error(tmp_path):
         png_header(text)
 
 
+def test_png_header_agrees_with_pillow_and_sends_damaged_headers_to_it(tmp_path):
+    # the 16-bit grayscale header is read from the file's first 33 bytes; everything else,
+    # and a header whose checksum is wrong, goes through Pillow as before
+    path = write_png_hu(tmp_path / "a.png", np.zeros((5, 7)))
+    with Image.open(path) as im:
+        assert png_header(path) == (im.mode, 7, 5)
+    rgb = tmp_path / "rgb.png"
+    Image.fromarray(np.zeros((3, 4, 3), np.uint8)).save(rgb)
+    assert png_header(rgb) == ("RGB", 4, 3)
+    wide = tmp_path / "wide.png"
+    data = bytearray(path.read_bytes())
+    data[16:20] = (9999).to_bytes(4, "big")  # the width, without mending the IHDR's CRC
+    wide.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=names(wide) + ".*cannot be read"):
+        png_header(wide)
+    short = tmp_path / "short.png"
+    short.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(InputError, match=names(short)):
+        png_header(short)
+
+
 def test_deeplesion_series_reads_padded_slice_names(tmp_path):
     folder = write_series(tmp_path / "000001_01_01", {k: 10.0 * k for k in range(8, 13)})
     (folder / "notes.txt").write_text("not a slice")
