@@ -31,10 +31,17 @@ def one_blas_thread() -> None:
     them (OpenBLAS starts one thread per core and keeps them spinning between calls)
     competes with the request threads for the same cores: under concurrent users a
     similar-patients answer, a few matrix-vector products, then cost several times its own
-    CPU in spinning. The process's parallelism is its requests, so BLAS gets one thread.
+    CPU in spinning. The process's parallelism is its requests, so BLAS gets one thread:
+    the libraries loaded now through threadpoolctl, those loaded later (scipy's own OpenBLAS
+    with the survival modules, FAISS's OpenMP) through the variables they read when they
+    load, unless the user has set them.
     """
+    import os
+
     from threadpoolctl import threadpool_limits
 
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
     threadpool_limits(limits=1, user_api="blas")
 
 

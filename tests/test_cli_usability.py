@@ -27,13 +27,21 @@ NO_CREDENTIALS = {"PATIENTGRAPH_TOKEN": "", "PATIENTGRAPH_USER": "",
 # -- serve -----------------------------------------------------------------------------------
 
 @pytest.fixture
-def served(monkeypatch):
+def served(monkeypatch, request):
     """dashboards.server.serve with the app and both servers replaced by recorders."""
     import waitress
+    from threadpoolctl import threadpool_limits
 
     import dashboards.app
     from dashboards import server
 
+    # serve limits this process's BLAS threads and sets the variables BLAS libraries read
+    # when they load: both are put back after the test
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    original = threadpool_limits(limits=None)
+    request.addfinalizer(original.restore_original_limits)
     calls: list[tuple[str, dict]] = []
     app = SimpleNamespace(server="wsgi-app",
                           run=lambda **kw: calls.append(("flask", kw)))
@@ -54,7 +62,7 @@ def test_serve_uses_waitress_by_default(served):
     assert "waitress, 8 threads" in message
 
 
-def test_serve_gives_blas_one_thread_beside_the_request_threads(served, monkeypatch):
+def test_serve_gives_blas_one_thread_beside_the_request_threads(served):
     # OpenBLAS's spinning pool beside 8 request threads multiplied a similar-patients
     # request's CPU; the server runs BLAS on the calling thread only
     import numpy as np  # noqa: F401 (loads numpy's BLAS)
@@ -67,6 +75,7 @@ def test_serve_gives_blas_one_thread_beside_the_request_threads(served, monkeypa
         served()
         blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
     assert blas and all(n == 1 for n in blas)
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"  # for the BLAS libraries loaded later
 
 
 def test_serve_workers_sets_the_threads_and_dev_the_flask_server(served):
