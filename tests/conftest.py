@@ -32,6 +32,21 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None):
     )
 
 
+def ctrl_c(proc: subprocess.Popen, timeout: float) -> tuple[str, str, bool]:
+    """Send Ctrl+C (SIGINT) to a server process: its stdout, its stderr, and whether it
+    stopped within ``timeout`` seconds (if not, it is killed)."""
+    import signal
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return out, err, True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        return out, err, False
+
+
 def ingest_args(archive: Path, workspace: Path, *, extras: bool = True) -> list[str]:
     args = ["ingest", "deeplesion", "--info", archive / "DL_info.csv",
             "--images", archive / "Images_png", "--workspace", workspace]

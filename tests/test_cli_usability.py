@@ -18,7 +18,7 @@ from PIL import Image
 from patientgraph import InputError
 from patientgraph.render import SELECTED_COLOUR
 from patientgraph.schema import resolve_id
-from tests.conftest import MINI, ingest_args, run_cli
+from tests.conftest import MINI, ctrl_c, ingest_args, run_cli
 
 NO_CREDENTIALS = {"PATIENTGRAPH_TOKEN": "", "PATIENTGRAPH_USER": "",
                   "PATIENTGRAPH_PASSWORD": ""}
@@ -146,13 +146,8 @@ def test_serve_stops_on_ctrl_c_when_started_with_sigint_ignored(discovered):
                 time.sleep(0.5)
         assert page == 200
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            pytest.fail("serve did not stop within 30 s of Ctrl+C")
+        _, err, stopped = ctrl_c(proc, timeout=30)
+    assert stopped, "serve did not stop within 30 s of Ctrl+C"
     assert proc.returncode == 0, err[-2000:]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from dashboards.security import (
     is_loopback,
 )
 from patientgraph.errors import InputError
-from tests.conftest import run_cli
+from tests.conftest import ctrl_c, run_cli
 from tests.dashboards.conftest import free_port
 
 TOKEN = "s3cret-token-0123456789"
@@ -143,12 +142,7 @@ def test_served_by_waitress_with_the_token_enforced_and_no_ids_in_the_log(worksp
         rows = reply.json()["response"]["patient-similar"]["data"]
         assert len(rows) == 5
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+        out, err, _ = ctrl_c(proc, timeout=20)
     assert "waitress, 4 threads, token required" in err
     assert patient_id not in out + err
     assert TOKEN not in out + err
